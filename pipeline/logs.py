@@ -1,0 +1,48 @@
+"""Logging and progress reporting shared by every stage."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+from tqdm.auto import tqdm
+
+T = TypeVar("T")
+
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(log_file: str | Path | None = None, level: int = logging.INFO) -> None:
+    """Log to stderr and, when given, to ``log_file`` (the rule's ``log:``)."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="w"))
+    logging.basicConfig(level=level, format=_FORMAT, handlers=handlers, force=True)
+
+
+def progress(
+    iterable: Iterable[T],
+    *,
+    desc: str,
+    total: int | None = None,
+    unit: str = "it",
+) -> Iterator[T]:
+    """A tqdm bar on a terminal; a line every 30 s (count, rate, ETA) in batch logs.
+
+    Cluster and Snakemake logs are not terminals, where a redrawn bar would write
+    thousands of carriage-return fragments; there we fall back to sparse updates.
+    """
+    interactive = sys.stderr.isatty()
+    yield from tqdm(
+        iterable,
+        desc=desc,
+        total=total,
+        unit=unit,
+        mininterval=0.1 if interactive else 30.0,
+        dynamic_ncols=interactive,
+        file=sys.stderr,
+    )

@@ -1,0 +1,107 @@
+# Shared paths and helpers. Every artifact path is named once here (P) so rule files
+# refer to each other's outputs by key, never by a re-typed string.
+import os
+from pathlib import Path
+
+# Scripts import `pipeline` from the repository root even when it is not pip-installed
+# (cluster jobs inherit this environment variable).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (workflow.basedir, os.environ.get("PYTHONPATH", "")) if p
+)
+
+R = config["results"]
+SRC = config["source"]
+
+# MIMIC tables the pipeline reads (converted to parquet one job each).
+TABLES = [
+    "record_list",
+    "patients",
+    "admissions",
+    "labevents",
+    "d_labitems",
+    "omr",
+    "diagnoses_icd",
+    "d_icd_diagnoses",
+    "edstays",
+    "triage",
+    "vitalsign",
+    "diagnosis",
+]
+# Which config.source root holds each table, and where under it.
+TABLE_DATASET = {
+    "record_list": "mimic_iv_ecg",
+    "edstays": "mimic_iv_ed",
+    "triage": "mimic_iv_ed",
+    "vitalsign": "mimic_iv_ed",
+    "diagnosis": "mimic_iv_ed",
+}
+TABLE_RELPATH = {"record_list": "record_list.csv"} | {
+    t: f"ed/{t}.csv.gz" for t in ("edstays", "triage", "vitalsign", "diagnosis")
+}
+
+SUPERVISED = {
+    # model name: (task, stage rule)
+    "method_diagnoses": "diagnoses",
+    "method_labs": "labs",
+    "signal_only": "diagnoses",
+    "multimodal_classification": "diagnoses",
+    "multimodal_labs": "labs",
+}
+
+P = {
+    # synthetic cohort (only with source.synthetic) and its ground truth
+    "synthetic_done": f"{R}/synthetic/cohort.json",
+    "ground_truth": f"{R}/synthetic/ground_truth/latent.parquet",
+    # extract
+    "parquet": f"{R}/parquet/{{table}}.parquet",
+    "cohort": f"{R}/extract/cohort.parquet",
+    "features": f"{R}/extract/features.parquet",
+    "feature_manifest": f"{R}/extract/feature_manifest.tsv",
+    "labels": f"{R}/extract/labels.parquet",
+    "label_manifest": f"{R}/extract/label_manifest.tsv",
+    "lab_targets": f"{R}/extract/lab_targets.parquet",
+    "lab_target_manifest": f"{R}/extract/lab_target_manifest.tsv",
+    # shard (keyed by record, never by split)
+    "shard_group": f"{R}/shards/group_{{group}}",
+    "shard_index": f"{R}/shards/index.parquet",
+    "quarantine": f"{R}/shards/quarantine.tsv",
+    # splits and the per-stage id lists that training reads
+    "folds": f"{R}/splits/folds.parquet",
+    "ids": f"{R}/splits/{{part}}_ids.parquet",
+    "lab_targets_selected": f"{R}/splits/lab_targets_selected.tsv",
+    # models
+    "pretrain_dir": f"{R}/models/pretrain",
+    "model_dir": f"{R}/models/{{model}}",
+    "predictions": f"{R}/predictions/{{model}}.npz",
+    # evaluation and report
+    "evaluation": f"{R}/evaluation/{{model}}.json",
+    "per_label": f"{R}/evaluation/{{model}}_per_label.csv",
+    "table1_md": f"{R}/table1.md",
+    "table1_csv": f"{R}/table1.csv",
+    "table1_json": f"{R}/table1.json",
+    "report": f"{R}/report.md",
+    "plots": f"{R}/plots",
+}
+
+
+def parquet(table):
+    return P["parquet"].format(table=table)
+
+
+def source_path(table):
+    """The source csv(.gz) of a MIMIC table under its configured dataset root."""
+    dataset = TABLE_DATASET.get(table, "mimic_iv")
+    rel = TABLE_RELPATH.get(table, f"hosp/{table}.csv.gz")
+    return f"{SRC[dataset]}/{rel}"
+
+
+def ids(part):
+    return P["ids"].format(part=part)
+
+
+def shard_groups():
+    return expand(P["shard_group"], group=range(config["shard"]["n_groups"]))
+
+
+def log(name):
+    return f"{R}/logs/{name}.log"
