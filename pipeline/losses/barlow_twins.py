@@ -99,8 +99,10 @@ class BarlowTwinsLoss(nn.Module):
         c = za_n.T @ zb_n / batch  # (D, D)
         diag = torch.diagonal(c)  # (D,)
         on_diag = (1.0 - diag).pow(2).sum()
-        # Sum of all squares minus the diagonal's squares: avoids building an off-diagonal mask.
-        off_diag = self.lambd * (c.pow(2).sum() - diag.pow(2).sum())
+        # An explicit mask rather than "all squares minus diagonal squares": the subtraction
+        # cancels catastrophically in float32 when C_ii ~ 1 and the C_ij are small.
+        off_mask = ~torch.eye(c.shape[0], dtype=torch.bool, device=c.device)  # (D, D)
+        off_diag = self.lambd * c[off_mask].pow(2).sum()
         return BarlowTwinsOutput(loss=on_diag + off_diag, on_diag=on_diag, off_diag=off_diag)
 
     def extra_repr(self) -> str:

@@ -3,6 +3,8 @@
 import os
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
+
 # Scripts import `pipeline` from the repository root even when it is not pip-installed
 # (cluster jobs inherit this environment variable).
 os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -105,3 +107,21 @@ def shard_groups():
 
 def log(name):
     return f"{R}/logs/{name}.log"
+
+
+def _check_sources():
+    """Stop early, naming the config key, when a real-data source path is missing."""
+    if SRC["synthetic"]:
+        return
+    for key in ("mimic_iv", "mimic_iv_ed", "mimic_iv_ecg"):
+        if not Path(SRC[key]).is_dir():
+            raise WorkflowError(
+                f"config source.{key}: directory {SRC[key]!r} does not exist "
+                "(point it at the PhysioNet download, or set source.synthetic: true)"
+            )
+    split_file = config["splits"]["file"]
+    if split_file and not Path(split_file).is_file():
+        raise WorkflowError(f"config splits.file: {split_file!r} does not exist")
+
+
+_check_sources()

@@ -1,0 +1,367 @@
+"""WFDB records -> fixed-size float16 shards that training reads by memory mapping.
+
+Each shard group (``study_id % n_groups``) is one Snakemake job, so a cluster spreads
+the work. A group directory holds ``shard_00000.npy`` ... (``(n, 12, L_out)`` float16,
+mV, lead order :data:`pipeline.schema.LEADS`), ``index.parquet`` (study_id -> shard,
+offset) and ``quarantine.tsv`` (records that could not be used, with the reason). Shards
+are keyed by record only; the splits never influence them.
+
+Preprocessing follows the MDS-ED / CardioLab protocol: NaNs linearly interpolated per
+lead, amplitudes clipped to +-clip_mv, 500 Hz -> fs_out by polyphase resampling.
+
+Quarantine reasons (``kind: detail``): missing_header, missing_signal, bad_header,
+truncated_signal, signal_size, lead_set, sampling_frequency, length, units, read_error,
+all_nan_lead, flat_lead. A lead with some NaNs is interpolated and kept.
+
+Header time check: the header's base date/time is compared with the cohort's
+``ecg_time``. A difference above ``time_tolerance_s`` (or a header without a time) is
+counted and logged as a warning, and the record is kept: the record list's study_id ->
+path mapping is authoritative and the waveform is intact; cohort membership by time is
+the extraction stage's concern, and quarantining would drop valid signals over metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from scipy.signal import resample_poly
+
+from pipeline.data.ecg_store import RecordError, read_record
+from pipeline.io import atomic_path
+from pipeline.logs import progress
+from pipeline.schema import FS_HZ, LEADS, N_SAMPLES
+
+log = logging.getLogger(__name__)
+
+INDEX_SCHEMA = {"study_id": pl.Int64, "shard": pl.Utf8, "offset": pl.Int32}
+QUARANTINE_SCHEMA = {"study_id": pl.Int64, "path": pl.Utf8, "reason": pl.Utf8}
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    """The ``shard`` config section (fields after ``clip_mv`` have code defaults).
+
+    Attributes:
+        n_groups: parallel shard jobs; a record goes to group ``study_id % n_groups``.
+        shard_size: records per shard file (the last file of a group may be shorter).
+        fs_out: output sampling frequency in Hz.
+        clip_mv: amplitudes are clipped to +- this many mV before resampling.
+        fs_in: expected header sampling frequency.
+        n_samples: expected header signal length.
+        batch_records: records per worker task (amortises process round trips).
+        time_tolerance_s: allowed |header time - cohort ecg_time| before a warning.
+        reader: "native" (strict fast parser, wfdb fallback) or "wfdb" (always wfdb).
+    """
+
+    n_groups: int
+    shard_size: int
+    fs_out: int
+    clip_mv: float
+    fs_in: int = FS_HZ
+    n_samples: int = N_SAMPLES
+    batch_records: int = 64
+    time_tolerance_s: float = 60.0
+    reader: str = "native"
+
+    def __post_init__(self) -> None:
+        for key in ("n_groups", "shard_size", "fs_out", "fs_in", "n_samples", "batch_records"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"shard.{key} must be >= 1, got {getattr(self, key)}")
+        if self.clip_mv <= 0:
+            raise ValueError(f"shard.clip_mv must be > 0, got {self.clip_mv}")
+        if self.reader not in ("native", "wfdb"):
+            raise ValueError(f"shard.reader must be 'native' or 'wfdb', got {self.reader!r}")
+        if (self.n_samples * self.fs_out) % self.fs_in:
+            raise ValueError(
+                f"shard.fs_out={self.fs_out} gives no whole number of samples "
+                f"from {self.n_samples} samples at {self.fs_in} Hz"
+            )
+
+    @property
+    def out_len(self) -> int:
+        """Samples per lead after resampling (1000 for 10 s at 100 Hz)."""
+        return self.n_samples * self.fs_out // self.fs_in
+
+
+@dataclass(frozen=True)
+class ShardReport:
+    """What one shard group did (counts only: safe to log)."""
+
+    group: int
+    n_records: int
+    n_sharded: int
+    n_quarantined: int
+    n_shards: int
+    n_time_mismatch: int
+    reasons: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+Row = tuple[int, str, "datetime | None"]  # study_id, path, cohort ecg_time
+
+
+@dataclass
+class _Batch:
+    """A worker's output: usable records (in input order) and quarantined ones."""
+
+    ok_ids: list[int]
+    signals: np.ndarray  # (n_ok, 12, L_out) float16
+    mismatch: list[bool]  # per usable record: header time disagrees with the cohort
+    quarantined: list[tuple[int, str]]  # (study_id, reason)
+
+
+def _interpolate_nans(x: np.ndarray) -> None:
+    """Linear interpolation over NaNs per lead, in place; edges take the nearest value.
+
+    Args:
+        x: (12, T) float32; no lead may be entirely NaN.
+    """
+    t = np.arange(x.shape[1])
+    for lead in np.flatnonzero(np.isnan(x).any(axis=1)):
+        bad = np.isnan(x[lead])
+        x[lead, bad] = np.interp(t[bad], t[~bad], x[lead, ~bad])
+
+
+def _signal_problem(x: np.ndarray) -> str | None:
+    """Interpolate NaNs in a (12, T) signal; return a quarantine reason or None."""
+    all_nan = np.isnan(x).all(axis=1)
+    if all_nan.any():
+        return "all_nan_lead: " + ",".join(LEADS[i] for i in np.flatnonzero(all_nan))
+    _interpolate_nans(x)
+    flat = np.ptp(x, axis=1) == 0
+    if flat.any():
+        return "flat_lead: " + ",".join(LEADS[i] for i in np.flatnonzero(flat))
+    return None
+
+
+def _time_mismatch(header: datetime | None, ecg_time: datetime | None, tol_s: float) -> bool:
+    if header is None or ecg_time is None:
+        return True
+    return abs(header - ecg_time) > timedelta(seconds=tol_s)
+
+
+def _process_batch(rows: Sequence[Row], ecg_root: Path, cfg: ShardConfig) -> _Batch:
+    """Read, check and preprocess a batch of records (runs in a worker process)."""
+    ok, sigs, mismatch, bad = [], [], [], []
+    for study_id, path, ecg_time in rows:
+        try:
+            rec = read_record(ecg_root / path, cfg.fs_in, cfg.n_samples, cfg.reader == "wfdb")
+        except RecordError as err:
+            bad.append((study_id, str(err)))
+            continue
+        reason = _signal_problem(rec.signal)
+        if reason is not None:
+            bad.append((study_id, reason))
+            continue
+        ok.append(study_id)
+        sigs.append(rec.signal)
+        mismatch.append(_time_mismatch(rec.base_datetime, ecg_time, cfg.time_tolerance_s))
+    out = np.empty((0, len(LEADS), cfg.out_len), np.float16)
+    if sigs:
+        x = np.clip(np.stack(sigs), -cfg.clip_mv, cfg.clip_mv)  # (n, 12, T)
+        g = math.gcd(cfg.fs_out, cfg.fs_in)
+        # One call over the whole batch: the polyphase filter runs along the last axis.
+        out = resample_poly(x, cfg.fs_out // g, cfg.fs_in // g, axis=-1).astype(np.float16)
+    return _Batch(ok, out, mismatch, bad)
+
+
+def _executor(workers: int) -> Executor | None:
+    """A process pool for ``workers > 1`` (None: run in this process).
+
+    Fork, not spawn: spawn re-imports the Snakemake script as ``__main__`` in every worker.
+    Workers only run numpy/scipy code, so inheriting polars' thread pool is harmless.
+    """
+    if workers <= 1:
+        return None
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+
+
+def _batches(rows: list[Row], ecg_root: Path, cfg: ShardConfig, workers: int) -> Iterator[_Batch]:
+    chunks = [rows[i : i + cfg.batch_records] for i in range(0, len(rows), cfg.batch_records)]
+    pool = _executor(workers)
+    if pool is None:
+        yield from (_process_batch(c, ecg_root, cfg) for c in chunks)
+        return
+    with pool:
+        # map keeps submission order, so the shards are identical for any worker count.
+        n = len(chunks)
+        yield from pool.map(_process_batch, chunks, [ecg_root] * n, [cfg] * n)
+
+
+def _records(batches: Iterator[_Batch]) -> Iterator[tuple[int, np.ndarray | None, str | bool]]:
+    """Flatten batches to (study_id, signal, mismatch) or (study_id, None, reason)."""
+    for b in batches:
+        yield from zip(b.ok_ids, b.signals, b.mismatch, strict=True)
+        yield from ((sid, None, reason) for sid, reason in b.quarantined)
+
+
+def _group_rows(cohort: Path, group: int, n_groups: int) -> list[Row]:
+    df = (
+        pl.scan_parquet(cohort)
+        .select("study_id", "path", "ecg_time")
+        .filter(pl.col("study_id") % n_groups == group)
+        .sort("study_id")
+        .collect()
+    )
+    if df["study_id"].is_duplicated().any():
+        raise ValueError(f"{cohort}: column 'study_id' is not unique")
+    if df["path"].null_count():
+        raise ValueError(f"{cohort}: column 'path' has nulls")
+    return list(df.iter_rows())
+
+
+def shard_group(
+    cohort: Path, ecg_root: Path, group: int, out_dir: Path, cfg: ShardConfig, *, workers: int = 1
+) -> ShardReport:
+    """Shard the cohort records of one group (``study_id % cfg.n_groups == group``).
+
+    Args:
+        cohort: cohort.parquet (study_id, path, ecg_time are read).
+        ecg_root: MIMIC-IV-ECG root; a record is ``ecg_root / path`` + ``.hea``/``.dat``.
+        group: this job's group in ``[0, n_groups)``.
+        out_dir: the group directory (``results/shards/group_{group}``), written atomically.
+        cfg: shard settings.
+        workers: processes reading records (the rule's threads).
+
+    Returns:
+        Counts of sharded and quarantined records.
+
+    Raises:
+        FileNotFoundError: the ECG root does not exist.
+        RuntimeError: every record of a non-empty group was quarantined.
+    """
+    start = time.perf_counter()
+    cohort, ecg_root, out_dir = Path(cohort), Path(ecg_root), Path(out_dir)
+    if not 0 <= group < cfg.n_groups:
+        raise ValueError(f"group {group} outside [0, shard.n_groups={cfg.n_groups})")
+    if not ecg_root.is_dir():
+        raise FileNotFoundError(f"ECG root {ecg_root} (source.mimic_iv_ecg) does not exist")
+    rows = _group_rows(cohort, group, cfg.n_groups)
+    paths = {sid: path for sid, path, _ in rows}
+    log.info("group %d: %d records, %d worker(s)", group, len(rows), workers)
+
+    buf = np.empty((cfg.shard_size, len(LEADS), cfg.out_len), np.float16)
+    index: list[tuple[int, str, int]] = []
+    quarantine: list[tuple[int, str, str]] = []
+    n_shards = fill = n_mismatch = 0
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        records = _records(_batches(rows, ecg_root, cfg, workers))
+        for sid, sig, note in progress(
+            records, desc=f"shard g{group}", total=len(rows), unit="rec"
+        ):
+            if sig is None:
+                quarantine.append((sid, paths[sid], str(note)))
+                continue
+            index.append((sid, f"{out_dir.name}/shard_{n_shards:05d}.npy", fill))
+            buf[fill] = sig
+            fill += 1
+            n_mismatch += bool(note)
+            if fill == cfg.shard_size:
+                np.save(tmp / f"shard_{n_shards:05d}.npy", buf[:fill])
+                n_shards, fill = n_shards + 1, 0
+        if fill:  # the last, shorter shard
+            np.save(tmp / f"shard_{n_shards:05d}.npy", buf[:fill])
+            n_shards += 1
+        _check_complete(rows, index, quarantine, group, ecg_root)
+        _write_tables(tmp, index, quarantine)
+    report = ShardReport(
+        group, len(rows), len(index), len(quarantine), n_shards, n_mismatch,
+        dict(Counter(q[2].split(":")[0] for q in quarantine).most_common()),
+        time.perf_counter() - start,
+    )  # fmt: skip
+    _log_report(report, cfg)
+    return report
+
+
+def _check_complete(
+    rows: list[Row],
+    index: list[tuple[int, str, int]],
+    quarantine: list[tuple[int, str, str]],
+    group: int,
+    ecg_root: Path,
+) -> None:
+    """Every record of the group is sharded or quarantined, exactly once."""
+    done = [r[0] for r in index] + [q[0] for q in quarantine]
+    if len(done) != len(rows) or set(done) != {r[0] for r in rows}:
+        raise AssertionError(f"group {group}: {len(rows)} records in, {len(done)} accounted for")
+    if rows and not index:
+        top = Counter(q[2].split(":")[0] for q in quarantine).most_common(1)[0][0]
+        raise RuntimeError(
+            f"group {group}: all {len(rows)} records quarantined (most common: {top}); "
+            f"check source.mimic_iv_ecg = {ecg_root}"
+        )
+
+
+def _write_tables(
+    tmp: Path, index: list[tuple[int, str, int]], quarantine: list[tuple[int, str, str]]
+) -> None:
+    pl.DataFrame(index, schema=INDEX_SCHEMA, orient="row").write_parquet(tmp / "index.parquet")
+    q = pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA, orient="row").sort("study_id")
+    q.write_csv(tmp / "quarantine.tsv", separator="\t")
+
+
+def _log_report(r: ShardReport, cfg: ShardConfig) -> None:
+    rate = r.n_records / max(r.seconds, 1e-9)
+    log.info(
+        "group %d: %d of %d records sharded into %d file(s) in %.1f s (%.0f rec/s)",
+        r.group, r.n_sharded, r.n_records, r.n_shards, r.seconds, rate,
+    )  # fmt: skip
+    msg = f"shard group {r.group}: {r.n_quarantined} of {r.n_records} records quarantined"
+    print(msg + (f" {r.reasons}" if r.reasons else ""))
+    (log.warning if r.n_quarantined else log.info)("%s %s", msg, r.reasons or "")
+    if r.n_time_mismatch:
+        log.warning(
+            "group %d: %d kept record(s) whose header time is missing or differs from the "
+            "cohort ecg_time by more than %.0f s",
+            r.group, r.n_time_mismatch, cfg.time_tolerance_s,
+        )  # fmt: skip
+
+
+def merge_shard_groups(
+    group_dirs: Sequence[Path], index_out: Path, quarantine_out: Path
+) -> tuple[int, int]:
+    """Merge the per-group indexes and quarantines (rule ``merge_shards``).
+
+    Args:
+        group_dirs: the ``group_{g}`` directories, all beside ``index_out``.
+        index_out: merged index.parquet (study_id, shard, offset), sorted by study_id.
+        quarantine_out: merged quarantine.tsv (study_id, path, reason).
+
+    Returns:
+        (records in the index, records quarantined).
+    """
+    index_out, quarantine_out = Path(index_out), Path(quarantine_out)
+    idx, qua = [], []
+    for d in map(Path, group_dirs):
+        if d.parent.resolve() != index_out.parent.resolve():
+            raise ValueError(f"{d}: shard groups must sit beside {index_out} (relative paths)")
+        for name in ("index.parquet", "quarantine.tsv"):
+            if not (d / name).is_file():
+                raise FileNotFoundError(f"{d / name} missing: incomplete shard group")
+        idx.append(pl.read_parquet(d / "index.parquet").cast(INDEX_SCHEMA))  # type: ignore[arg-type]
+        qua.append(pl.read_csv(d / "quarantine.tsv", separator="\t", schema=QUARANTINE_SCHEMA))
+    index = pl.concat([pl.DataFrame(schema=INDEX_SCHEMA), *idx]).sort("study_id")
+    quarantine = pl.concat([pl.DataFrame(schema=QUARANTINE_SCHEMA), *qua]).sort("study_id")
+    if pl.concat([index["study_id"], quarantine["study_id"]]).is_duplicated().any():
+        raise ValueError(f"{index_out}: a study_id appears in two shard groups or twice")
+    with atomic_path(index_out, suffix=".parquet") as tmp:
+        index.write_parquet(tmp)
+    with atomic_path(quarantine_out, suffix=".tsv") as tmp:
+        quarantine.write_csv(tmp, separator="\t")
+    log.info(
+        "merged %d group(s): %d records, %d quarantined", len(idx), index.height, quarantine.height
+    )
+    return index.height, quarantine.height

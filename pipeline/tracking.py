@@ -1,0 +1,395 @@
+"""MLflow tracking as a sink: one parent run per results directory, one child run per stage.
+
+No rule ever reads MLflow; it only mirrors what the files under ``results/`` already hold.
+Hence two guarantees:
+
+* a tracking failure (database locked, server down, ...) logs a warning and turns the run
+  into a no-op: it never kills a finished training;
+* nothing that names a patient goes in: parameter and metric keys naming identifiers
+  (``subject_id``, ``study_id``, dates, ...) are refused with ``ValueError`` before anything
+  is logged, and artifacts are screened for identifier columns.
+
+Tracking is disabled when the URI is ``None`` or empty; the returned object then has the same
+methods and still screens for identifiers, so a leak is caught with tracking off too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import math
+import time
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Column / key names that identify a patient, a stay or a record, or date them.
+IDENTIFIER_NAMES = frozenset(
+    {
+        "subject_id",
+        "hadm_id",
+        "stay_id",
+        "study_id",
+        "note_id",
+        "transfer_id",
+        "labevent_id",
+        "specimen_id",
+        "pharmacy_id",
+        "poe_id",
+        "file_name",
+        "ecg_time",
+        "charttime",
+        "storetime",
+        "intime",
+        "outtime",
+        "admittime",
+        "dischtime",
+        "deathtime",
+        "dod",
+        "anchor_year",
+    }
+)
+# Any key component containing one of these is refused too (e.g. "test_study_ids").
+_ID_STEMS = ("subject_id", "hadm_id", "stay_id", "study_id")
+
+RESULTS_KEY_TAG = "ecg_explain.results_key"
+ROLE_TAG = "ecg_explain.role"
+STAGE_TAG = "ecg_explain.stage"
+PARENT_TAG = "mlflow.parentRunId"
+LOCK_NAME = ".mlflow.lock"
+_RETRY_SLEEPS_S = (0.5, 2.0)  # a locked sqlite database usually frees up within seconds
+
+
+def _is_identifier(key: str) -> bool:
+    for part in key.replace("/", ".").split("."):
+        p = part.strip().lower()
+        if p in IDENTIFIER_NAMES or any(stem in p for stem in _ID_STEMS):
+            return True
+    return False
+
+
+def check_no_identifiers(keys: Iterable[str], what: str) -> None:
+    """Raise ``ValueError`` if any key names a patient identifier or a date column.
+
+    Args:
+        keys: Parameter, metric, tag or column names.
+        what: What the keys are (for the message), e.g. "MLflow params".
+    """
+    bad = sorted({k for k in keys if _is_identifier(str(k))})
+    if bad:
+        raise ValueError(f"{what} must not name patient identifiers or dates; refused keys: {bad}")
+
+
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Flatten nested mappings to ``{"a.b": "value"}`` with string values.
+
+    Lists and other values are JSON-encoded (falling back to ``str``), as MLflow stores
+    parameters as strings.
+    """
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_params(value, prefix=f"{name}."))
+            continue
+        try:
+            text = value if isinstance(value, str) else json.dumps(value)
+        except TypeError:
+            text = str(value)
+        flat[name] = text
+    return flat
+
+
+def screen_artifact(path: Path) -> None:
+    """Refuse an artifact that carries identifier columns or arrays.
+
+    Tables (csv/tsv headers, parquet schemas), ``.npz`` array names and JSON keys are
+    inspected; other files (plots, markdown) are passed as they cannot hold id columns
+    in a form a reader would parse back. Raises ``ValueError`` naming the file.
+    """
+    suffix = path.suffix.lower()
+    names: list[str] = []
+    if suffix in {".csv", ".tsv"}:
+        with path.open() as fh:
+            header = fh.readline().strip()
+        names = [c.strip().strip('"') for c in header.replace("\t", ",").split(",")]
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        names = list(pq.read_schema(path).names)
+    elif suffix == ".npz":
+        with zipfile.ZipFile(path) as zf:
+            names = [n.removesuffix(".npy") for n in zf.namelist()]
+    elif suffix == ".json":
+        names = list(_json_keys(json.loads(path.read_text())))
+    if names:
+        check_no_identifiers(names, f"MLflow artifact {path}")
+
+
+def _json_keys(obj: Any) -> Iterator[str]:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield str(k)
+            yield from _json_keys(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _json_keys(v)
+
+
+def _retrying(what: str, fn: Callable[[], T]) -> tuple[bool, T | None]:
+    """Call ``fn`` with a few retries; ``(False, None)`` with a warning when it keeps failing."""
+    for attempt, pause in enumerate((*_RETRY_SLEEPS_S, None)):
+        try:
+            return True, fn()
+        except Exception as exc:  # any tracking error: the stage's own results matter more
+            if pause is None:
+                log.warning(
+                    "MLflow %s failed after %d attempts (%s: %s); tracking disabled, "
+                    "the stage continues",
+                    what,
+                    attempt + 1,
+                    type(exc).__name__,
+                    exc,
+                )
+                return False, None
+            time.sleep(pause)
+    return False, None
+
+
+class StageRun:
+    """Handle to one MLflow run; every method is a no-op when tracking is off or has failed."""
+
+    def __init__(self, client: Any | None = None, run_id: str | None = None) -> None:
+        self._client = client
+        self.run_id = run_id
+
+    @property
+    def enabled(self) -> bool:
+        """Whether calls still reach MLflow (False when disabled or after a failure)."""
+        return self._client is not None and self.run_id is not None
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> None:
+        """Call ``client.<method>(run_id, *args)`` with retries; on failure disable this run."""
+        client = self._client
+        if client is None or self.run_id is None:
+            return
+        run_id = self.run_id
+        ok, _ = _retrying(method, lambda: getattr(client, method)(run_id, *args, **kwargs))
+        if not ok:
+            self._client = None
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log (nested) parameters, flattened to dotted keys; over-long values are truncated."""
+        flat = flatten_params(params)
+        check_no_identifiers(flat, "MLflow params")
+        if not self.enabled:
+            return  # also spares importing mlflow when tracking is off
+        from mlflow.entities import Param
+        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
+
+        cut = MAX_PARAM_VAL_LENGTH
+        items = [Param(k, v if len(v) <= cut else v[: cut - 3] + "...") for k, v in flat.items()]
+        for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
+            self._call("log_batch", params=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Log scalar metrics at ``step`` (0 when omitted); infinities are logged as NaN."""
+        check_no_identifiers(metrics, "MLflow metrics")
+        values = {k: float(v) for k, v in metrics.items()}  # non-numbers raise here
+        if not self.enabled:
+            return
+        from mlflow.entities import Metric
+        from mlflow.utils.validation import MAX_METRICS_PER_BATCH
+
+        now = int(time.time() * 1000)
+        items = [
+            Metric(k, math.nan if math.isinf(v) else v, now, int(step or 0))
+            for k, v in values.items()
+        ]
+        for i in range(0, len(items), MAX_METRICS_PER_BATCH):
+            self._call("log_batch", metrics=items[i : i + MAX_METRICS_PER_BATCH])
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Copy a file into the run's artifacts after screening it for identifiers."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"MLflow artifact {path} does not exist or is not a file")
+        screen_artifact(path)
+        self._call("log_artifact", str(path), artifact_path)
+
+    def set_tag(self, key: str, value: Any) -> None:
+        """Set a run tag (value stored as a string)."""
+        check_no_identifiers([key], "MLflow tags")
+        self._call("set_tag", key, str(value))
+
+    def _terminate(self, status: str) -> None:
+        self._call("set_terminated", status)
+
+
+def results_key(results_dir: Path) -> str:
+    """Tag value identifying a results directory: a hash of its resolved path."""
+    return hashlib.sha256(str(Path(results_dir).resolve()).encode()).hexdigest()[:16]
+
+
+def _sqlite_file(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (relative to the working directory)."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    return Path(tracking_uri[len(prefix) :].split("?", 1)[0])
+
+
+@contextlib.contextmanager
+def _file_lock(results_dir: Path) -> Iterator[None]:
+    """Serialise find-or-create across the Snakemake jobs that start at the same time."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    with (results_dir / LOCK_NAME).open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _experiment_id(client: Any, experiment: str, tracking_uri: str) -> str:
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        db = _sqlite_file(tracking_uri)
+        # Beside the database rather than MLflow's default ./mlruns in whatever directory
+        # the first job happened to run in.
+        location = (db.resolve().parent / "mlartifacts").as_uri() if db is not None else None
+        return str(client.create_experiment(experiment, artifact_location=location))
+    if exp.lifecycle_stage == "deleted":
+        client.restore_experiment(exp.experiment_id)
+    return str(exp.experiment_id)
+
+
+def _parent_id(client: Any, experiment_id: str, results_dir: Path) -> str:
+    key = results_key(results_dir)
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{RESULTS_KEY_TAG}` = '{key}' and tags.`{ROLE_TAG}` = 'parent'",
+        max_results=1,
+        order_by=["attributes.start_time ASC"],
+    )
+    if found:
+        return str(found[0].info.run_id)
+    run = client.create_run(
+        experiment_id,
+        run_name=f"{results_dir.resolve().name}-{key[:8]}",
+        tags={
+            RESULTS_KEY_TAG: key,
+            ROLE_TAG: "parent",
+            "ecg_explain.results_dir": str(results_dir.resolve()),
+        },
+    )
+    # The parent is a container: marked finished at once, children and the report log to it.
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return str(run.info.run_id)
+
+
+def _connect(tracking_uri: str, experiment: str, results_dir: Path) -> tuple[Any, str, str] | None:
+    """Client, experiment id and parent run id; None (with a warning) when MLflow fails."""
+    def connect() -> tuple[Any, str, str]:
+        from mlflow import MlflowClient
+
+        db = _sqlite_file(tracking_uri)
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
+
+        # The lock also covers the first touch of a new sqlite database, whose schema
+        # migration is not safe to run from two processes at once.
+        with _file_lock(results_dir):
+            client = MlflowClient(tracking_uri=tracking_uri)
+            exp_id = _experiment_id(client, experiment, tracking_uri)
+            return client, exp_id, _parent_id(client, exp_id, results_dir)
+
+    return _retrying("connect", connect)[1]
+
+
+@contextlib.contextmanager
+def stage_run(
+    tracking_uri: str | None,
+    experiment: str,
+    results_dir: Path,
+    stage: str,
+    params: Mapping[str, Any],
+) -> Iterator[StageRun]:
+    """Open a child run for ``stage`` under the parent run of ``results_dir``.
+
+    Args:
+        tracking_uri: MLflow URI (e.g. ``sqlite:///results/mlflow.db``, relative to the
+            working directory); ``None`` or ``""`` disables tracking.
+        experiment: Experiment name, created when missing.
+        results_dir: The pipeline's results directory; its resolved path picks the parent run.
+        stage: Child run name (the rule name).
+        params: Parameters (nested mappings allowed) logged on the child run.
+
+    Yields:
+        A :class:`StageRun`; the run ends FINISHED, or FAILED / KILLED when the body raises.
+
+    Raises:
+        ValueError: If a parameter key names a patient identifier (checked before anything
+            else, with tracking on or off).
+    """
+    check_no_identifiers(flatten_params(params), "MLflow params")
+    run = StageRun()
+    if tracking_uri:
+        conn = _connect(tracking_uri, experiment, Path(results_dir))
+        if conn is not None:
+            client, exp_id, parent = conn
+            _, created = _retrying(
+                "create_run",
+                lambda: client.create_run(
+                    exp_id,
+                    run_name=stage,
+                    tags={
+                        PARENT_TAG: parent,
+                        STAGE_TAG: stage,
+                        ROLE_TAG: "stage",
+                        RESULTS_KEY_TAG: results_key(Path(results_dir)),
+                    },
+                ),
+            )
+            if created is not None:
+                run = StageRun(client, created.info.run_id)
+                run.log_params(params)
+    with _terminating(run):
+        yield run
+
+
+@contextlib.contextmanager
+def parent_run(tracking_uri: str | None, experiment: str, results_dir: Path) -> Iterator[StageRun]:
+    """The parent run of ``results_dir`` itself, for the report stage's summary metrics.
+
+    Same arguments and failure behaviour as :func:`stage_run`; the parent is never
+    terminated here (it is a container that stays FINISHED).
+    """
+    run = StageRun()
+    if tracking_uri:
+        conn = _connect(tracking_uri, experiment, Path(results_dir))
+        if conn is not None:
+            client, _, parent = conn
+            run = StageRun(client, parent)
+    yield run
+
+
+@contextlib.contextmanager
+def _terminating(run: StageRun) -> Iterator[None]:
+    status = "FAILED"
+    try:
+        yield
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        run._terminate(status)

@@ -1,0 +1,194 @@
+"""Datasets of ECG crops joined with tabular features and/or targets by study_id.
+
+Training (Strodthoff et al. 2024; MDS-ED): one random 2.5 s crop per record per epoch.
+Evaluation: the record cut into ``eval_crops`` non-overlapping crops whose sigmoid
+outputs are averaged. The random crop of record i in epoch e is drawn from a generator
+seeded with (seed, epoch, i), and the shuffling generator is reseeded per epoch, so a run
+resumed at an epoch boundary sees exactly the batches an uninterrupted run would.
+
+DataLoader workers default to 0 on CPU: the records are memory-mapped float16 reads that
+cost far less than an S4 step, and extra processes would compete with torch's threads on
+small machines. ``num_workers`` > 0 is safe (the store is memory-mapped, crops are seeded
+by index, not by worker).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+import polars as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pipeline.train.tabular import TabularArrays
+
+Batch = dict[str, torch.Tensor]
+Mode = Literal["train", "eval"]
+
+
+class RecordStore(Protocol):
+    """What the datasets need from :class:`pipeline.data.ecg_store.ShardStore`."""
+
+    def get(self, study_id: int) -> np.ndarray: ...
+
+
+def read_ids(path: str | Path) -> np.ndarray:
+    """study_id column of a split id file as int64."""
+    df = pl.read_parquet(path, columns=["study_id"])
+    if df.get_column("study_id").null_count():
+        raise ValueError(f"{path}: null study_id")
+    ids = df.get_column("study_id").to_numpy().astype(np.int64)
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError(f"{path}: duplicate study_id values")
+    return ids
+
+
+def read_names(path: str | Path, column: str) -> list[str]:
+    """A name column of a TSV manifest (label codes, lab target names), in file order."""
+    table = pl.read_csv(path, separator="\t", schema_overrides={column: pl.Utf8})
+    if column not in table.columns:
+        raise ValueError(f"{path}: no {column!r} column")
+    names = table.get_column(column).to_list()
+    if any(n is None for n in names):
+        raise ValueError(f"{path}: empty {column!r} value")
+    return [str(n) for n in names]
+
+
+def read_targets(path: str | Path, ids: np.ndarray, columns: Sequence[str]) -> np.ndarray:
+    """Target matrix (N, K) float32 for ``ids`` in order; null -> NaN (masked in the loss)."""
+    df = pl.read_parquet(path)
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: target columns missing: {missing[:5]}")
+    table_ids = df.get_column("study_id").to_numpy().astype(np.int64)
+    order = np.argsort(table_ids, kind="stable")
+    pos = np.searchsorted(table_ids[order], ids)
+    pos = np.clip(pos, 0, max(len(table_ids) - 1, 0))
+    found = table_ids[order][pos] == ids
+    if not found.all():
+        raise ValueError(f"{path}: {int((~found).sum())} of {len(ids)} records have no row")
+    values = df.select([pl.col(c).cast(pl.Float32) for c in columns]).to_numpy()
+    return np.asarray(values[order[pos]], dtype=np.float32)  # (N, K)
+
+
+def crop_starts(length: int, crop: int, n: int) -> np.ndarray:
+    """Starts of ``n`` non-overlapping crops, centred in a record of ``length`` samples."""
+    if n * crop > length:
+        raise ValueError(f"record of {length} samples is too short for {n} crops of {crop}")
+    offset = (length - n * crop) // 2
+    return offset + crop * np.arange(n)
+
+
+class ECGDataset(Dataset[dict[str, np.ndarray]]):
+    """Crops of records with optional tabular inputs and targets.
+
+    Items are dicts: ``ecg`` (12, crop) in train mode or (eval_crops, 12, crop) in eval
+    mode, plus ``x_cont``, ``x_mask``, ``x_cat`` when tabular is given and ``target``
+    (K,) when targets are given.
+    """
+
+    def __init__(
+        self,
+        store: RecordStore,
+        ids: np.ndarray,
+        *,
+        crop_samples: int,
+        mode: Mode = "train",
+        eval_crops: int = 4,
+        seed: int = 0,
+        tabular: TabularArrays | None = None,
+        targets: np.ndarray | None = None,
+    ) -> None:
+        if mode not in ("train", "eval"):
+            raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+        n = len(ids)
+        if tabular is not None and len(tabular.x_cont) != n:
+            raise ValueError("tabular rows do not match ids")
+        if targets is not None and len(targets) != n:
+            raise ValueError("target rows do not match ids")
+        self.store = store
+        self.ids = np.asarray(ids, dtype=np.int64)
+        self.crop = crop_samples
+        self.mode = mode
+        self.eval_crops = eval_crops
+        self.seed = seed
+        self.epoch = 0
+        self.tabular = tabular
+        self.targets = targets
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        x = self.store.get(int(self.ids[i]))  # (12, L)
+        length = x.shape[-1]
+        if self.mode == "train":
+            if length < self.crop:
+                raise ValueError(f"record #{i}: {length} samples < crop {self.crop}")
+            rng = np.random.default_rng((self.seed, self.epoch, i))
+            s = int(rng.integers(0, length - self.crop + 1))
+            ecg = np.ascontiguousarray(x[:, s : s + self.crop], dtype=np.float32)
+        else:
+            starts = crop_starts(length, self.crop, self.eval_crops)
+            ecg = np.stack([x[:, s : s + self.crop] for s in starts]).astype(np.float32)
+        item = {"ecg": ecg}
+        if self.tabular is not None:
+            item["x_cont"] = self.tabular.x_cont[i]
+            item["x_mask"] = self.tabular.x_mask[i]
+            item["x_cat"] = self.tabular.x_cat[i]
+        if self.targets is not None:
+            item["target"] = self.targets[i]
+        return item
+
+
+class EpochLoader:
+    """A DataLoader whose shuffling and crops are a pure function of (seed, epoch)."""
+
+    def __init__(
+        self,
+        dataset: ECGDataset,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        self.dataset = dataset
+        self.batch_size = max(1, min(batch_size, len(dataset)))
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.num_workers = num_workers
+        self._generator = torch.Generator()
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+        state = np.random.SeedSequence([self.seed, epoch]).generate_state(1, np.uint64)
+        self._generator.manual_seed(int(state[0] >> np.uint64(1)))
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        loader = DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            shuffle=self.shuffle,
+            drop_last=self.drop_last,
+            generator=self._generator,
+            num_workers=self.num_workers,
+        )
+        return iter(loader)
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}

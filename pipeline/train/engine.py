@@ -1,0 +1,285 @@
+"""The one training loop shared by pre-training and every supervised stage.
+
+Stages differ only in the step function (a batch -> loss and metrics to log), the
+validation function (the model -> metrics, one of which selects the best epoch) and the
+optimizer's parameter groups. Everything else lives here once: epochs, progress bars,
+validation, best-epoch selection, resume checkpoints, MLflow logging.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from pipeline.logs import progress
+from pipeline.train.checkpoint import CheckpointSpec, capture_rng, restore_rng
+from pipeline.train.data import Batch, EpochLoader, to_device
+
+log = logging.getLogger(__name__)
+
+StepFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, dict[str, float]]]
+ValFn = Callable[[nn.Module], dict[str, float]]
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The ``train`` config section (shared by every training stage).
+
+    Attributes:
+        device: "auto" (cuda when available), "cpu" or "cuda".
+        num_threads: torch CPU threads; 0 = the rule's threads (torch's default outside rules).
+        crop_samples: training crop length in samples (2.5 s at 100 Hz).
+        eval_crops: non-overlapping crops averaged at validation and test.
+        checkpoint_every: epochs between resume checkpoints.
+        num_workers: DataLoader worker processes (0: load in the training process).
+    """
+
+    device: str = "auto"
+    num_threads: int = 0
+    crop_samples: int = 250
+    eval_crops: int = 4
+    checkpoint_every: int = 1
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """The ``mlflow`` config section plus the results directory (the parent run's key)."""
+
+    tracking_uri: str = ""
+    experiment: str = "ecg-explain"
+    results_dir: str = "results"
+
+
+class MetricSink(Protocol):
+    """What the loop needs from :class:`pipeline.tracking.StageRun`."""
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
+
+
+@dataclass
+class FitResult:
+    """History (one dict per epoch), the selected epoch (1-based) and its metric."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_metric: float = float("nan")
+    resumed_at: int = 0  # epochs restored from a checkpoint (0 = fresh run)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 (legacy global RNG some libraries use)
+    torch.manual_seed(seed)
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but torch sees no CUDA device")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"train.device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def setup_runtime(cfg: TrainConfig, threads: int | None, seed: int) -> torch.device:
+    """Thread count (config wins over the rule's threads), seeding and the device."""
+    n = cfg.num_threads if cfg.num_threads > 0 else (threads or 0)
+    if n > 0:
+        torch.set_num_threads(n)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    seed_everything(seed)
+    return select_device(cfg.device)
+
+
+def _improved(value: float, best: float | None, mode: Literal["min", "max"]) -> bool:
+    if best is None:
+        return True
+    if math.isnan(value):
+        return False
+    if math.isnan(best):
+        return True
+    return value < best if mode == "min" else value > best
+
+
+def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _lr_metrics(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    out = {}
+    for i, group in enumerate(optimizer.param_groups):
+        out[f"lr_{group.get('name', i)}"] = float(group["lr"])
+    return out
+
+
+def _batch_size(batch: Batch) -> int:
+    return int(next(iter(batch.values())).shape[0])
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: EpochLoader,
+    step_fn: StepFn,
+    device: torch.device,
+    desc: str,
+) -> dict[str, float]:
+    """One pass over ``loader``; returns batch-size-weighted means of the step metrics."""
+    model.train()
+    sums: dict[str, float] = {}
+    n_seen = 0
+    for batch in progress(loader, desc=desc, total=len(loader), unit="batch"):
+        batch = to_device(batch, device)
+        optimizer.zero_grad(set_to_none=True)
+        loss, metrics = step_fn(model, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{desc}: non-finite training loss")
+        loss.backward()
+        optimizer.step()
+        n = _batch_size(batch)
+        n_seen += n
+        for k, v in {"loss": float(loss.detach()), **metrics}.items():
+            sums[k] = sums.get(k, 0.0) + v * n
+    if n_seen == 0:
+        raise ValueError(f"{desc}: no training batch (too few records for the batch size)")
+    return {k: v / n_seen for k, v in sums.items()}
+
+
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_loader: EpochLoader,
+    step_fn: StepFn,
+    val_fn: ValFn,
+    *,
+    epochs: int,
+    monitor: str,
+    mode: Literal["min", "max"],
+    device: torch.device,
+    checkpoint: CheckpointSpec | None = None,
+    run: MetricSink | None = None,
+    desc: str = "train",
+    on_epoch_end: EpochCallback | None = None,
+) -> FitResult:
+    """Train for ``epochs``, validate after each, keep the best weights by ``monitor``.
+
+    The model ends with the best epoch's weights loaded. With ``checkpoint`` the loop
+    resumes from a matching checkpoint and writes one every ``checkpoint.every`` epochs;
+    the caller deletes it once the stage's outputs are written.
+
+    Args:
+        model: already on ``device``; the optimizer is built over its parameters.
+        step_fn: (model, batch) -> (loss, extra metrics); the loop does backward/step.
+        val_fn: model in eval mode under no_grad -> metrics, must include ``monitor``.
+        monitor, mode: the validation metric selecting the best epoch and its direction.
+        on_epoch_end: called with (epoch, record) after logging and checkpointing.
+    """
+    result = FitResult()
+    best_state: dict[str, torch.Tensor] | None = None
+    best: float | None = None
+    start = 0
+    ckpt = checkpoint.load() if checkpoint is not None else None
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        best_state = ckpt["best_state"]
+        best = ckpt["best_metric"]
+        result.history = list(ckpt["history"])
+        result.best_epoch = ckpt["best_epoch"]
+        start = result.resumed_at = ckpt["epoch"]
+        restore_rng(ckpt["rng"])
+        log.info("%s: resumed after epoch %d of %d", desc, start, epochs)
+        if run is not None:
+            for rec in result.history:
+                run.log_metrics({k: v for k, v in rec.items() if k != "epoch"}, int(rec["epoch"]))
+    for epoch in range(start, epochs):
+        train_loader.set_epoch(epoch)
+        metrics = train_epoch(
+            model, optimizer, train_loader, step_fn, device, f"{desc} {epoch + 1}/{epochs}"
+        )
+        model.eval()
+        with torch.no_grad():
+            val = val_fn(model)
+        if monitor not in val:
+            raise KeyError(f"validation metrics lack the monitored {monitor!r}: {sorted(val)}")
+        record = {"epoch": float(epoch + 1), **metrics, **_lr_metrics(optimizer), **val}
+        result.history.append(record)
+        if _improved(val[monitor], best, mode):
+            best, best_state, result.best_epoch = val[monitor], _clone_state(model), epoch + 1
+        log.info(
+            "%s epoch %d/%d: loss %.4f, %s %.4f (best epoch %d)",
+            *(desc, epoch + 1, epochs, metrics["loss"], monitor, val[monitor], result.best_epoch),
+        )
+        if run is not None:
+            run.log_metrics({k: v for k, v in record.items() if k != "epoch"}, epoch + 1)
+        due = checkpoint is not None and (epoch + 1) % max(checkpoint.every, 1) == 0
+        if checkpoint is not None and due and epoch + 1 < epochs:
+            checkpoint.save(
+                _checkpoint_state(model, optimizer, epoch + 1, best, best_state, result)
+            )
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, record)
+    assert best_state is not None  # epochs >= 1
+    model.load_state_dict(best_state)
+    result.best_metric = float("nan") if best is None else float(best)
+    return result
+
+
+def _checkpoint_state(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    best: float | None,
+    best_state: Mapping[str, torch.Tensor] | None,
+    result: FitResult,
+) -> dict[str, Any]:
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": epoch,
+        "best_metric": best,
+        "best_state": best_state,
+        "best_epoch": result.best_epoch,
+        "history": result.history,
+        "rng": capture_rng(),
+    }
+
+
+def write_history(path: Path, history: list[dict[str, float]]) -> None:
+    """Per-epoch metrics as a TSV (one row per epoch, columns in first-seen order)."""
+    columns: list[str] = []
+    for rec in history:
+        columns += [k for k in rec if k not in columns]
+    lines = ["\t".join(columns)]
+    for rec in history:
+        cells = [rec.get(c, float("nan")) for c in columns]
+        lines.append(
+            "\t".join(
+                str(int(v)) if c == "epoch" else f"{v:.6g}"
+                for c, v in zip(columns, cells, strict=True)
+            )
+        )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def save_weights(path: Path, module_or_state: nn.Module | Mapping[str, torch.Tensor]) -> None:
+    """A state dict as safetensors (CPU, contiguous: safetensors refuses shared storage)."""
+    state = (
+        module_or_state.state_dict() if isinstance(module_or_state, nn.Module) else module_or_state
+    )
+    save_file({k: v.detach().cpu().contiguous().clone() for k, v in state.items()}, str(path))

@@ -1,0 +1,333 @@
+"""Stage 1: Barlow Twins joint-embedding pre-training of the ECG encoder with tabular data.
+
+The ECG encoder (S4) and the tabular MLP each get a projector to the embedding dimension E;
+the Barlow Twins loss (Zbontar et al. 2021) aligns the two views of the same ECG so that the
+clinical information of the tabular data moves into the ECG encoder. A logistic-regression
+probe on frozen embeddings (diagnoses) at the end checks against representational collapse.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+
+from pipeline.io import atomic_path
+from pipeline.losses import BarlowTwinsLoss
+from pipeline.models import (
+    Projector,
+    build_ecg_encoder,
+    build_tabular_encoder,
+    ecg_encoder_config,
+)
+from pipeline.tracking import stage_run
+from pipeline.train.checkpoint import CheckpointSpec, checkpoint_key
+from pipeline.train.data import (
+    Batch,
+    ECGDataset,
+    EpochLoader,
+    read_ids,
+    read_names,
+    read_targets,
+)
+from pipeline.train.engine import (
+    EpochCallback,
+    TrackingConfig,
+    TrainConfig,
+    fit,
+    save_weights,
+    setup_runtime,
+    write_history,
+)
+from pipeline.train.predict import macro_auroc, predict_probs
+from pipeline.train.tabular import fit_tabular, read_manifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """The ``pretrain`` config section.
+
+    Attributes:
+        seed: seeds weights, data order and crops.
+        epochs, batch_size, lr, weight_decay: AdamW training (constant schedule).
+        embed_dim: projector output E.
+        projector_hidden: projector hidden width.
+        lambd: Barlow Twins off-diagonal weight (about 5e-3 in the paper).
+        probe_max_train: training records embedded for the linear probe (bounds its cost).
+    """
+
+    seed: int = 0
+    epochs: int = 6
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+    embed_dim: int = 128
+    projector_hidden: int = 256
+    lambd: float = 5e-3
+    probe_max_train: int = 2000
+
+
+@dataclass(frozen=True)
+class PretrainInputs:
+    """Files stage 1 reads (all produced by upstream rules)."""
+
+    shard_index: Path
+    features: Path
+    feature_manifest: Path
+    labels: Path
+    label_manifest: Path
+    train_ids: Path
+    val_ids: Path
+
+    def files(self) -> list[Path]:
+        return [Path(v) for v in asdict(self).values()]
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    best_epoch: int
+    best_val_loss: float
+    probe_auroc: float
+    history: list[dict[str, float]]
+
+
+class JointEmbedding(nn.Module):
+    """ECG encoder + projector and tabular encoder + projector, both to dimension E."""
+
+    def __init__(
+        self, ecg_encoder: nn.Module, tab_encoder: nn.Module, embed_dim: int, hidden: int
+    ) -> None:
+        super().__init__()
+        self.ecg_encoder = ecg_encoder
+        self.ecg_projector = Projector(ecg_encoder.out_dim, hidden, embed_dim)
+        self.tab_encoder = tab_encoder
+        self.tab_projector = Projector(tab_encoder.out_dim, hidden, embed_dim)
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        z_ecg = self.ecg_projector(self.ecg_encoder(batch["ecg"]))  # (B, E)
+        h_tab = self.tab_encoder(batch["x_cont"], batch["x_mask"], batch["x_cat"])
+        return z_ecg, self.tab_projector(h_tab)  # (B, E), (B, E)
+
+
+def open_store(shard_index: Path) -> Any:
+    from pipeline.data.ecg_store import ShardStore
+
+    return ShardStore(shard_index)
+
+
+def pretrain(
+    inputs: PretrainInputs,
+    out_dir: Path,
+    cfg: PretrainConfig,
+    model_cfg: Mapping[str, Any],
+    train_cfg: TrainConfig,
+    tracking: TrackingConfig,
+    *,
+    checkpoint_dir: Path | None = None,
+    threads: int | None = None,
+    on_epoch_end: EpochCallback | None = None,
+) -> PretrainResult:
+    """Pre-train the ECG encoder and write ``out_dir`` (encoder, model.json, history, probe).
+
+    Args:
+        inputs: shard index, features + manifest, labels + manifest, train/val id files.
+        out_dir: the pretrain directory, written atomically.
+        cfg: the ``pretrain`` section; model_cfg: the ``model`` section.
+        train_cfg: the ``train`` section; tracking: MLflow settings.
+        checkpoint_dir: where the resume checkpoint lives (None: no resume).
+        threads: the rule's threads (used unless train.num_threads is set).
+        on_epoch_end: called after each epoch (tests use it to simulate a kill).
+    """
+    device = setup_runtime(train_cfg, threads, cfg.seed)
+    store = open_store(inputs.shard_index)
+    train_ids, val_ids = read_ids(inputs.train_ids), read_ids(inputs.val_ids)
+    features = pl.read_parquet(inputs.features)
+    manifest = read_manifest(inputs.feature_manifest, "all")
+    prep = fit_tabular(features, manifest, train_ids, "all", str(inputs.features))
+    tab_train = prep.transform(features, train_ids, str(inputs.features))
+    tab_val = prep.transform(features, val_ids, str(inputs.features))
+    if len(train_ids) < 2 or len(val_ids) < 2:
+        raise ValueError("pre-training needs at least 2 train and 2 val records")
+    log.info(
+        "pre-training on %d train / %d val records, %d continuous + %d categorical features",
+        len(train_ids),
+        len(val_ids),
+        prep.n_continuous,
+        len(prep.categorical),
+    )
+
+    ecg_encoder = build_ecg_encoder(model_cfg["ecg_encoder"])
+    tab_cfg = dict(model_cfg["tabular_encoder"])
+    tab_encoder = build_tabular_encoder(tab_cfg, prep.n_continuous, prep.cat_cardinalities)
+    model = JointEmbedding(ecg_encoder, tab_encoder, cfg.embed_dim, cfg.projector_hidden)
+    model.to(device)
+    loss_fn = BarlowTwinsLoss(cfg.lambd)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    crop, k = train_cfg.crop_samples, train_cfg.num_workers
+    # drop_last: batch-normalising a branch needs >= 2 samples in every batch.
+    train_loader = EpochLoader(
+        ECGDataset(store, train_ids, crop_samples=crop, seed=cfg.seed, tabular=tab_train),
+        cfg.batch_size,
+        shuffle=True,
+        drop_last=True,
+        seed=cfg.seed,
+        num_workers=k,
+    )
+    # Validation: one fixed random crop per record (seeded apart from training's crops).
+    val_loader = EpochLoader(
+        ECGDataset(store, val_ids, crop_samples=crop, seed=cfg.seed + 1, tabular=tab_val),
+        cfg.batch_size,
+        shuffle=False,
+        drop_last=False,
+        seed=cfg.seed + 1,
+        num_workers=k,
+    )
+
+    def step(m: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        out = loss_fn(*m(batch))
+        return out.loss, {"on_diag": float(out.on_diag), "off_diag": float(out.off_diag)}
+
+    def validate(m: nn.Module) -> dict[str, float]:
+        return _val_loss(m, val_loader, loss_fn, device)
+
+    params = {"pretrain": asdict(cfg), "model": dict(model_cfg), "train": asdict(train_cfg)}
+    ckpt = None
+    if checkpoint_dir is not None:
+        key = checkpoint_key({"stage": "pretrain", **params}, inputs.files())
+        ckpt = CheckpointSpec(Path(checkpoint_dir) / "last.pt", key, train_cfg.checkpoint_every)
+    with stage_run(
+        tracking.tracking_uri, tracking.experiment, Path(tracking.results_dir), "pretrain", params
+    ) as run:
+        run.log_metrics({"n_train": len(train_ids), "n_val": len(val_ids)}, 0)
+        result = fit(
+            model,
+            optimizer,
+            train_loader,
+            step,
+            validate,
+            epochs=cfg.epochs,
+            monitor="val_loss",
+            mode="min",
+            device=device,
+            checkpoint=ckpt,
+            run=run,
+            desc="pretrain",
+            on_epoch_end=on_epoch_end,
+        )
+        probe = linear_probe(
+            model.ecg_encoder, store, inputs, train_ids, val_ids, cfg, train_cfg, device
+        )
+        run.log_metrics({"probe_macro_auroc": probe["macro_auroc"]}, cfg.epochs)
+        log.info(
+            "linear probe macro AUROC %.4f over %d labels", probe["macro_auroc"], probe["n_labels"]
+        )
+        meta = {
+            "ecg_encoder": ecg_encoder_config(model.ecg_encoder),
+            "tabular_encoder": {
+                **tab_cfg,
+                "n_continuous": prep.n_continuous,
+                "cat_cardinalities": prep.cat_cardinalities,
+            },
+            "tabular": prep.to_dict(),
+            "pretrain": asdict(cfg),
+            "best_epoch": result.best_epoch,
+            "best_val_loss": result.best_metric,
+            "n_train": len(train_ids),
+            "n_val": len(val_ids),
+        }
+        with atomic_path(out_dir) as tmp:
+            tmp.mkdir()
+            save_weights(tmp / "encoder.safetensors", model.ecg_encoder)
+            (tmp / "model.json").write_text(json.dumps(meta, indent=2))
+            write_history(tmp / "history.tsv", result.history)
+            (tmp / "probe.json").write_text(json.dumps(probe, indent=2))
+        run.log_artifact(Path(out_dir) / "history.tsv")
+        run.log_artifact(Path(out_dir) / "probe.json")
+    if ckpt is not None:
+        ckpt.clear()
+    return PretrainResult(
+        result.best_epoch, result.best_metric, probe["macro_auroc"], result.history
+    )
+
+
+def _val_loss(
+    model: nn.Module, loader: EpochLoader, loss_fn: BarlowTwinsLoss, device: torch.device
+) -> dict[str, float]:
+    sums = np.zeros(3)
+    n_seen = 0
+    for batch in loader:
+        n = len(batch["ecg"])
+        if n < 2:  # a trailing single record: the batch statistics are undefined
+            continue
+        out = loss_fn(*model({k: v.to(device) for k, v in batch.items()}))
+        sums += n * np.array([float(out.loss), float(out.on_diag), float(out.off_diag)])
+        n_seen += n
+    loss, on, off = sums / max(n_seen, 1)
+    return {"val_loss": loss, "val_on_diag": on, "val_off_diag": off}
+
+
+def linear_probe(
+    encoder: nn.Module,
+    store: Any,
+    inputs: PretrainInputs,
+    train_ids: np.ndarray,
+    val_ids: np.ndarray,
+    cfg: PretrainConfig,
+    train_cfg: TrainConfig,
+    device: torch.device,
+) -> dict[str, Any]:
+    """One-vs-rest logistic regression on frozen, crop-averaged ECG embeddings.
+
+    Fitted on (a seeded subset of) the training records, scored by macro AUROC on the
+    validation records over labels with both classes in both sets. A collapsed encoder
+    (constant embeddings) scores about 0.5.
+    """
+    rng = np.random.default_rng(cfg.seed)
+    n_fit = min(cfg.probe_max_train, len(train_ids))
+    fit_ids = np.sort(rng.permutation(train_ids)[:n_fit])
+    codes = read_names(inputs.label_manifest, "code")
+    y_fit = read_targets(inputs.labels, fit_ids, codes)
+    y_val = read_targets(inputs.labels, val_ids, codes)
+
+    def embed(ids: np.ndarray) -> np.ndarray:
+        ds = ECGDataset(
+            store,
+            ids,
+            crop_samples=train_cfg.crop_samples,
+            mode="eval",
+            eval_crops=train_cfg.eval_crops,
+        )
+        loader = EpochLoader(ds, cfg.batch_size, shuffle=False, drop_last=False)
+        return predict_probs(encoder, loader, lambda m, b: m(b["ecg"]), device, sigmoid=False)
+
+    scaler = StandardScaler().fit(x_fit := embed(fit_ids))
+    x_fit, x_val = scaler.transform(x_fit), scaler.transform(embed(val_ids))
+    prob = np.full(y_val.shape, np.nan, dtype=np.float64)
+    for j in range(len(codes)):
+        both = len(np.unique(y_fit[:, j])) == 2 and len(np.unique(y_val[:, j])) == 2
+        if both:
+            clf = LogisticRegression(max_iter=1000).fit(x_fit, y_fit[:, j])
+            prob[:, j] = clf.predict_proba(x_val)[:, 1]
+    usable = ~np.isnan(prob[0]) if len(prob) else np.zeros(0, dtype=bool)
+    auroc, n_used = macro_auroc(y_val[:, usable], prob[:, usable])
+    return {
+        "macro_auroc": auroc,
+        "n_labels": n_used,
+        "n_labels_skipped": len(codes) - n_used,
+        "n_fit": int(n_fit),
+        "n_val": len(val_ids),
+        "embedding_dim": int(x_fit.shape[1]),
+    }
