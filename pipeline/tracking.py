@@ -57,7 +57,8 @@ IDENTIFIER_NAMES = frozenset(
         "anchor_year",
     }
 )
-# Any key component containing one of these is refused too (e.g. "test_study_ids").
+# Any key component containing one of these is refused too (e.g. "test_study_ids"), except
+# counts ("n_study_ids").
 _ID_STEMS = ("subject_id", "hadm_id", "stay_id", "study_id")
 
 RESULTS_KEY_TAG = "ecg_explain.results_key"
@@ -71,6 +72,8 @@ _RETRY_SLEEPS_S = (0.5, 2.0)  # a locked sqlite database usually frees up within
 def _is_identifier(key: str) -> bool:
     for part in key.replace("/", ".").split("."):
         p = part.strip().lower()
+        if p.startswith(("n_", "num_")):
+            continue  # a count such as "n_study_ids" is not an identifier
         if p in IDENTIFIER_NAMES or any(stem in p for stem in _ID_STEMS):
             return True
     return False
@@ -298,6 +301,7 @@ def _parent_id(client: Any, experiment_id: str, results_dir: Path) -> str:
 
 def _connect(tracking_uri: str, experiment: str, results_dir: Path) -> tuple[Any, str, str] | None:
     """Client, experiment id and parent run id; None (with a warning) when MLflow fails."""
+
     def connect() -> tuple[Any, str, str]:
         from mlflow import MlflowClient
 

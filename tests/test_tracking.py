@@ -177,3 +177,9 @@ def test_broken_tracking_does_not_kill_the_stage(
 def test_flatten_params() -> None:
     flat = tracking.flatten_params({"a": {"b": {"c": 1}, "d": [1, 2]}, "e": None, "f": "x"})
     assert flat == {"a.b.c": "1", "a.d": "[1, 2]", "e": "null", "f": "x"}
+
+
+def test_counts_are_not_identifiers() -> None:
+    tracking.check_no_identifiers(["n_study_ids", "data.n_subject_id", "lr"], "params")
+    with pytest.raises(ValueError, match="dates"):
+        tracking.check_no_identifiers(["cohort.ecg_time"], "params")

@@ -82,6 +82,7 @@ def _match_stays(ecgs: pl.LazyFrame, stays: pl.LazyFrame, window: pl.Expr) -> pl
             right_on="intime",
             by="subject_id",
             strategy="forward",
+            check_sortedness=False,  # both sides sorted above; polars cannot check with by
         )
         .filter(pl.col("intime").is_not_null() & (pl.col("intime") <= pl.col("ecg_time")))
         .drop("window_start")

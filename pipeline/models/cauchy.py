@@ -50,7 +50,9 @@ def _chunk_size(rows: int, length: int, budget: int) -> int:
 
 def _check(v: Tensor, w: Tensor) -> None:
     if v.dim() != 3 or w.dim() != 2 or v.shape[0] != w.shape[0] or v.shape[2] != w.shape[1]:
-        raise ValueError(f"expected v (B, K, N) and w (B, N); got {tuple(v.shape)}, {tuple(w.shape)}")
+        raise ValueError(
+            f"expected v (B, K, N) and w (B, N); got {tuple(v.shape)}, {tuple(w.shape)}"
+        )
 
 
 # ----------------------------------------------------------------------------------- Cauchy
@@ -78,7 +80,9 @@ def _cauchy_block(v: Tensor, z: Tensor, w: Tensor) -> Tensor:
     return v @ r1 + v.conj() @ r2  # (B, K, c)
 
 
-def _chunked(block: Callable[..., Tensor], args: tuple[Tensor, ...], z: Tensor, chunk: int) -> Tensor:
+def _chunked(
+    block: Callable[..., Tensor], args: tuple[Tensor, ...], z: Tensor, chunk: int
+) -> Tensor:
     """Apply ``block(*args, z_chunk)`` over chunks of z, recomputing each chunk in backward."""
     grad = torch.is_grad_enabled() and any(a.requires_grad for a in args)
     outs = []

@@ -44,7 +44,7 @@ def simulate_subjects(rng: np.random.Generator, first_index: int, n: int) -> pl.
     ckd_p = _sigmoid(-2.2 + 0.7 * a)
     ckd = rng.random(n) < ckd_p
     stage = np.where(ckd, rng.choice([3, 4, 5], n, p=[0.6, 0.25, 0.15]), 0)
-    hf = rng.random(n) < _sigmoid(-2.4 + 0.8 * a + 0.6 * ckd)
+    hf = rng.random(n) < _sigmoid(-2.0 + 0.8 * a + 0.6 * ckd)
     af = rng.random(n) < _sigmoid(-2.4 + 0.9 * a + 0.7 * hf)
     bbb_draw = rng.random(n)
     lbbb = bbb_draw < 0.05 + 0.08 * hf
@@ -120,7 +120,7 @@ def simulate_stays(rng: np.random.Generator, subjects: pl.DataFrame) -> pl.DataF
     # --- continuous state (units as the lab reports them) ---
     creat_base = np.where(female, 0.75, 0.95) * np.exp(rng.normal(0, 0.15, n))
     creatinine = creat_base / (1 - renal)
-    hyperk = rng.random(n) < 0.03 + 0.12 * renal
+    hyperk = rng.random(n) < 0.08 + 0.25 * renal
     hypok = ~hyperk & (rng.random(n) < 0.07)
     potassium = (
         4.1 + 1.0 * renal + 0.15 * col["diabetes"] + rng.normal(0, 0.35, n)
@@ -136,7 +136,7 @@ def simulate_stays(rng: np.random.Generator, subjects: pl.DataFrame) -> pl.DataF
         np.where(female, 13.4, 15.0) - 2.6 * anaemia - 2.5 * renal - 0.6 * sepsis
         + rng.normal(0, 1.1, n)
     )
-    hypona = rng.random(n) < 0.07 + 0.08 * hf_decomp
+    hypona = rng.random(n) < 0.11 + 0.1 * hf_decomp
     sodium = 139.5 + rng.normal(0, 2.8, n) - hypona * rng.uniform(5, 14, n) - 1.5 * hf_decomp
     trop_base = 0.006 * np.exp(rng.normal(0, 0.5, n)) * (1 + 8 * renal**2) * (1 + 1.5 * col["hf"])
     troponin = trop_base + isch * np.exp(rng.normal(np.log(0.25), 1.1, n)) * (1 + 3 * stemi)

@@ -1,0 +1,280 @@
+"""Stages 2-3 and the three baselines: one supervised trainer over five model specs.
+
+All five share :func:`pipeline.train.engine.fit` (the pre-training loop's sibling), a
+masked binary cross-entropy (missing lab targets ignored) and best-epoch selection by
+validation macro AUROC over crop-averaged probabilities (Strodthoff et al. 2024).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.io import atomic_path
+from pipeline.tracking import stage_run
+from pipeline.train.checkpoint import CheckpointSpec, checkpoint_key
+from pipeline.train.data import Batch, ECGDataset, EpochLoader, read_ids, read_names, read_targets
+from pipeline.train.engine import (
+    EpochCallback,
+    TrackingConfig,
+    TrainConfig,
+    fit,
+    save_weights,
+    setup_runtime,
+    write_history,
+)
+from pipeline.train.model import (
+    SPECS,
+    ModelSpec,
+    SupervisedModel,
+    build_supervised,
+    load_supervised,
+    model_meta,
+)
+from pipeline.train.predict import macro_auroc, predict_probs, write_predictions
+from pipeline.train.pretrain import open_store
+from pipeline.train.tabular import TabularArrays, TabularPreprocessor, fit_tabular, read_manifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One of the ``finetune_diagnoses`` / ``finetune_labs`` / ``baselines`` sections.
+
+    Attributes:
+        seed, epochs, batch_size, lr, weight_decay: AdamW training (constant schedule).
+        freeze_blocks: first k encoder blocks frozen with the input projection (method).
+        freeze_encoder: the whole encoder frozen (method_labs).
+        encoder_lr: learning rate of unfrozen encoder parameters of an initialised encoder;
+            None = lr.
+        head_hidden: hidden widths of the MLP head (method and signal-only).
+    """
+
+    seed: int = 0
+    epochs: int = 6
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+    freeze_blocks: int = 0
+    freeze_encoder: bool = False
+    encoder_lr: float | None = None
+    head_hidden: tuple[int, ...] = (128,)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "head_hidden", tuple(int(h) for h in self.head_hidden))
+
+
+@dataclass(frozen=True)
+class SupervisedInputs:
+    """Files a supervised stage reads.
+
+    Attributes:
+        targets: labels.parquet (diagnoses) or lab_targets.parquet (labs).
+        target_names: label_manifest.tsv (column ``code``) or lab_targets_selected.tsv
+            (column ``target``); their order is the output order.
+        features, feature_manifest: tabular inputs (multimodal baselines only).
+        init_dir: the pretrain directory (method_diagnoses) or the method_diagnoses model
+            directory (method_labs).
+    """
+
+    shard_index: Path
+    train_ids: Path
+    val_ids: Path
+    test_ids: Path
+    targets: Path
+    target_names: Path
+    features: Path | None = None
+    feature_manifest: Path | None = None
+    init_dir: Path | None = None
+
+    def files(self) -> list[Path]:
+        out = [Path(v) for v in asdict(self).values() if v is not None]
+        if self.init_dir is not None:  # the directory's mtime does not track its files
+            out = [p for p in out if p != Path(self.init_dir)]
+            out += sorted(p for p in Path(self.init_dir).iterdir() if p.is_file())
+        return out
+
+
+@dataclass(frozen=True)
+class SupervisedResult:
+    best_epoch: int
+    best_val_auroc: float
+    test_auroc: float
+    history: list[dict[str, float]]
+
+
+def masked_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy averaged over observed entries; NaN targets contribute nothing.
+
+    Args:
+        logits: (B, K) pre-sigmoid outputs.
+        target: (B, K) with 0/1 and NaN where the target is missing.
+    """
+    observed = ~torch.isnan(target)  # (B, K)
+    safe = torch.where(observed, target, torch.zeros_like(target))
+    loss = F.binary_cross_entropy_with_logits(logits, safe, reduction="none")  # (B, K)
+    loss = torch.where(observed, loss, torch.zeros_like(loss))
+    return loss.sum() / observed.sum().clamp(min=1)
+
+
+def _forward(model: nn.Module, batch: Batch) -> torch.Tensor:
+    return model(batch)
+
+
+def train_supervised(
+    kind: str,
+    inputs: SupervisedInputs,
+    model_dir: Path,
+    predictions: Path,
+    cfg: StageConfig,
+    model_cfg: Mapping[str, Any],
+    train_cfg: TrainConfig,
+    tracking: TrackingConfig,
+    *,
+    checkpoint_dir: Path | None = None,
+    threads: int | None = None,
+    on_epoch_end: EpochCallback | None = None,
+) -> SupervisedResult:
+    """Train one supervised model, write its model directory and test predictions.
+
+    Args:
+        kind: one of ``SPECS`` (method_diagnoses, method_labs, signal_only,
+            multimodal_classification, multimodal_labs).
+        inputs: files to read (see :class:`SupervisedInputs`).
+        model_dir: model.safetensors, model.json, history.tsv (written atomically).
+        predictions: the test predictions npz.
+        cfg: the stage's config section; model_cfg: the ``model`` section (encoder sizes
+            of models trained from scratch); train_cfg, tracking: shared sections.
+        checkpoint_dir: where the resume checkpoint lives (None: no resume).
+        threads: the rule's threads; on_epoch_end: per-epoch callback (tests).
+    """
+    if kind not in SPECS:
+        raise ValueError(f"unknown model {kind!r}; expected one of {sorted(SPECS)}")
+    spec = SPECS[kind]
+    device = setup_runtime(train_cfg, threads, cfg.seed)
+    store = open_store(inputs.shard_index)
+    ids = {p: read_ids(getattr(inputs, f"{p}_ids")) for p in ("train", "val", "test")}
+    names = read_names(inputs.target_names, "code" if spec.task == "diagnoses" else "target")
+    if not names:
+        raise ValueError(f"{inputs.target_names}: no targets to train {kind} on")
+    targets = {p: read_targets(inputs.targets, v, names) for p, v in ids.items()}
+    prep, tab = _tabular(spec, inputs, ids)
+    model = build_supervised(spec, cfg, model_cfg, len(names), prep, inputs.init_dir).to(device)
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg), weight_decay=cfg.weight_decay)
+    log.info("%s: %d targets, %d train / %d val / %d test records, %d trainable parameters",
+             kind, len(names), *(len(v) for v in ids.values()),
+             sum(p.numel() for p in model.parameters() if p.requires_grad))  # fmt: skip
+
+    def loader(part: str, mode: str, shuffle: bool) -> EpochLoader:
+        ds = ECGDataset(store, ids[part], crop_samples=train_cfg.crop_samples, mode=mode,
+                        eval_crops=train_cfg.eval_crops, seed=cfg.seed, tabular=tab[part],
+                        targets=targets[part])  # fmt: skip
+        return EpochLoader(ds, cfg.batch_size, shuffle=shuffle, drop_last=False, seed=cfg.seed,
+                           num_workers=train_cfg.num_workers)  # fmt: skip
+
+    train_loader, val_loader = loader("train", "train", True), loader("val", "eval", False)
+
+    def step(m: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        return masked_bce(m(batch), batch["target"]), {}
+
+    def validate(m: nn.Module) -> dict[str, float]:
+        auroc, n_used = macro_auroc(targets["val"], predict_probs(m, val_loader, _forward, device))
+        return {"val_auroc": auroc, "val_n_labels": float(n_used)}
+
+    params = {kind: asdict(cfg), "model": dict(model_cfg), "train": asdict(train_cfg)}
+    ckpt = None
+    if checkpoint_dir is not None:
+        key = checkpoint_key({"stage": kind, **params}, inputs.files())
+        ckpt = CheckpointSpec(Path(checkpoint_dir) / "last.pt", key, train_cfg.checkpoint_every)
+    with stage_run(tracking.tracking_uri, tracking.experiment, Path(tracking.results_dir),
+                   kind, params) as run:  # fmt: skip
+        result = fit(
+            model, optimizer, train_loader, step, validate,
+            epochs=cfg.epochs, monitor="val_auroc", mode="max", device=device,
+            checkpoint=ckpt, run=run, desc=kind, on_epoch_end=on_epoch_end,
+        )  # fmt: skip
+        prob = predict_probs(model, loader("test", "eval", False), _forward, device)
+        test_auroc, _ = macro_auroc(targets["test"], prob)
+        run.log_metrics({"test_auroc": test_auroc, "best_epoch": result.best_epoch}, cfg.epochs)
+        meta = model_meta(spec, model, names, prep, cfg, result.best_epoch, result.best_metric)
+        with atomic_path(model_dir) as tmp:
+            tmp.mkdir()
+            save_weights(tmp / "model.safetensors", model)
+            (tmp / "model.json").write_text(json.dumps(meta, indent=2))
+            write_history(tmp / "history.tsv", result.history)
+        write_predictions(predictions, ids["test"], prob, targets["test"], names, spec.task)
+        run.log_artifact(Path(model_dir) / "history.tsv")
+    if ckpt is not None:
+        ckpt.clear()
+    log.info("%s: best epoch %d, val macro AUROC %.4f, test macro AUROC %.4f",
+             kind, result.best_epoch, result.best_metric, test_auroc)  # fmt: skip
+    return SupervisedResult(result.best_epoch, result.best_metric, test_auroc, result.history)
+
+
+def _tabular(
+    spec: ModelSpec, inputs: SupervisedInputs, ids: Mapping[str, np.ndarray]
+) -> tuple[TabularPreprocessor | None, dict[str, TabularArrays | None]]:
+    if spec.tabular is None:
+        return None, dict.fromkeys(ids)
+    if inputs.features is None or inputs.feature_manifest is None:
+        raise ValueError(f"{spec.name} needs features and a feature manifest")
+    features = pl.read_parquet(inputs.features)
+    manifest = read_manifest(inputs.feature_manifest, spec.tabular)
+    src = str(inputs.features)
+    prep = fit_tabular(features, manifest, ids["train"], spec.tabular, src)
+    return prep, {p: prep.transform(features, v, src) for p, v in ids.items()}
+
+
+def _param_groups(model: SupervisedModel, cfg: StageConfig) -> list[dict[str, Any]]:
+    """Head at ``lr``; trainable encoder parameters of an initialised encoder at encoder_lr."""
+    head = [p for n, p in model.named_parameters() if p.requires_grad and not _is_encoder(n)]
+    enc = [p for n, p in model.named_parameters() if p.requires_grad and _is_encoder(n)]
+    enc_lr = cfg.encoder_lr if (cfg.encoder_lr and model.spec.init) else cfg.lr
+    groups = [{"params": head, "lr": cfg.lr, "name": "head"}]
+    if enc:
+        groups.append({"params": enc, "lr": enc_lr, "name": "encoder"})
+    return groups
+
+
+def _is_encoder(name: str) -> bool:
+    return name.startswith("encoder.")
+
+
+def predict_model(
+    model_dir: Path,
+    shard_index: Path,
+    ids: np.ndarray,
+    train_cfg: TrainConfig,
+    head: str = "head",
+    features: Path | None = None,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Crop-averaged probabilities of a saved model for ``ids`` (CPU).
+
+    ``head="diagnosis_head"`` gives the diagnoses of a method_labs model, which must equal
+    those of the method_diagnoses model it was built on when its encoder was frozen.
+    """
+    model, prep = load_supervised(Path(model_dir))
+    model.eval()
+    tab = None
+    if prep is not None:
+        if features is None:
+            raise ValueError(f"{model_dir} uses tabular features; pass the features file")
+        tab = prep.transform(pl.read_parquet(features), ids, str(features))
+    ds = ECGDataset(open_store(shard_index), ids, crop_samples=train_cfg.crop_samples,
+                    mode="eval", eval_crops=train_cfg.eval_crops, tabular=tab)  # fmt: skip
+    loader = EpochLoader(ds, batch_size, shuffle=False, drop_last=False)
+    return predict_probs(
+        model, loader, lambda m, b: m(b, head=head), torch.device("cpu")
+    )

@@ -1,0 +1,114 @@
+"""The whole DAG on the tiny .test cohort, driven through the snakemake command line.
+
+One run builds everything (session fixture); the tests then check what a user looks at
+(Table 1, the report) and what a user relies on (a split edit re-runs exactly the
+split-dependent rules; a finished workflow has nothing left to do).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.snakemake_helpers import REPO, planned_rules, snakemake
+
+TEST_CONFIG = REPO / ".test/config.yaml"
+
+# Rules downstream of the splits: exactly what a split edit must re-run.
+SPLIT_DEPENDENT = {
+    "make_splits",
+    "stage_ids",
+    "select_lab_targets",
+    "pretrain",
+    "finetune_diagnoses",
+    "finetune_labs",
+    "baseline_signal_only",
+    "baseline_multimodal_classification",
+    "baseline_multimodal_labs",
+    "evaluate",
+    "report",
+    "all",
+}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("workflow")
+    snakemake(workdir, TEST_CONFIG, "--cores", "2")
+    return workdir
+
+
+def test_table1_structure_and_bounds(finished_run: Path) -> None:
+    table = json.loads((finished_run / "results/table1.json").read_text())
+    rows = table["rows"]
+    assert len(rows) == 4  # signal-only, multimodal labs, multimodal classification, method
+    cells = [
+        cell
+        for row in rows
+        for key in ("diagnoses", "labs")
+        if (cell := row.get(key)) is not None
+    ]
+    assert len(cells) == 5  # three baselines + the method's two heads
+    for cell in cells:
+        assert 0.0 <= cell["low"] <= cell["auroc"] <= cell["high"] <= 1.0
+    md = (finished_run / "results/table1.md").read_text()
+    assert "Inference" in md and "ECG" in md
+    assert (finished_run / "results/report.md").stat().st_size > 0
+
+
+def test_every_record_is_sharded_or_quarantined(finished_run: Path) -> None:
+    import polars as pl
+
+    cohort = pl.read_parquet(finished_run / "results/extract/cohort.parquet")
+    index = pl.read_parquet(finished_run / "results/shards/index.parquet")
+    quarantine = pl.read_csv(finished_run / "results/shards/quarantine.tsv", separator="\t")
+    assert set(cohort["study_id"]) == set(index["study_id"]) | set(quarantine["study_id"])
+
+
+def test_nothing_left_to_do_after_a_run(finished_run: Path) -> None:
+    proc = snakemake(finished_run, TEST_CONFIG, "-n")
+    assert planned_rules(proc) == {}
+
+
+def test_split_edit_reruns_only_split_dependent_rules(finished_run: Path, tmp_path: Path) -> None:
+    edited = yaml.safe_load(TEST_CONFIG.read_text())
+    edited["splits"]["seed"] = 1
+    cfg = tmp_path / "edited.yaml"
+    cfg.write_text(yaml.safe_dump(edited))
+    planned = planned_rules(snakemake(finished_run, cfg, "-n"))
+    assert set(planned) == SPLIT_DEPENDENT
+    assert planned["evaluate"] == 5
+
+
+def test_stage_setting_edit_reruns_that_stage_and_downstream(
+    finished_run: Path, tmp_path: Path
+) -> None:
+    edited = yaml.safe_load(TEST_CONFIG.read_text())
+    edited["finetune_labs"]["lr"] = 0.002
+    cfg = tmp_path / "edited.yaml"
+    cfg.write_text(yaml.safe_dump(edited))
+    planned = planned_rules(snakemake(finished_run, cfg, "-n"))
+    assert set(planned) == {"finetune_labs", "evaluate", "report", "all"}
+    assert planned["evaluate"] == 1
+
+
+@pytest.mark.skipif(shutil.which("sbatch") is None, reason="no SLURM on this machine")
+def test_slurm_profile_submits_jobs(tmp_path: Path) -> None:
+    # The same DAG through the SLURM executor: the cohort and one converted table.
+    proc = snakemake(
+        tmp_path,
+        TEST_CONFIG,
+        "--profile",
+        str(REPO / "profiles/slurm"),
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+        "--seconds-between-status-checks",
+        "3",
+        "results/parquet/patients.parquet",
+    )
+    assert (tmp_path / "results/parquet/patients.parquet").stat().st_size > 0
+    assert "submitted with SLURM jobid" in proc.stdout + proc.stderr
