@@ -146,7 +146,13 @@ TABLES: dict[str, TableSpec] = {
             "diagnoses_icd",
             HOSP,
             "hosp/diagnoses_icd.csv.gz",
-            {"subject_id": I64, "hadm_id": I64, "seq_num": I64, "icd_code": STR, "icd_version": I64},
+            {
+                "subject_id": I64,
+                "hadm_id": I64,
+                "seq_num": I64,
+                "icd_code": STR,
+                "icd_version": I64,
+            },
         ),
         _spec(
             "d_icd_diagnoses",
@@ -300,3 +306,49 @@ PROTOCOL_LABS: tuple[str, ...] = (
 )
 
 VITALS: tuple[str, ...] = ("temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp")
+
+
+_DOC_HEADER = """# MIMIC tables the pipeline reads
+
+Generated from `pipeline/schema.py`, the single source of truth (regenerate with
+`python -m pipeline.schema > docs/mimic_schema.md`; a test fails when this file is stale). The
+synthetic generator writes exactly these files and columns; the converters read them with these
+types and stop, naming the file and column, on anything else.
+
+Roots (config `source`): `mimic_iv` holds `hosp/`, `mimic_iv_ed` holds `ed/`, `mimic_iv_ecg`
+holds `record_list.csv` and `files/p<first 4 digits>/p<subject_id>/s<study_id>/<study_id>.{{hea,dat}}`
+(the public demo omits the `p<first 4 digits>` level: readers take `record_list.path` as given).
+CSV: header row, empty field = NULL, timestamps `YYYY-MM-DD HH:MM:SS`, dates `YYYY-MM-DD`.
+
+WFDB records: 12 leads in the order {leads};
+{fs} Hz, {n} samples, format {fmt}, gain {gain:g} adu/{units}, baseline {baseline};
+missing samples stored as {missing} (read back as NaN).
+"""
+
+
+def markdown() -> str:
+    """Render the table specs and WFDB conventions as the Markdown of docs/mimic_schema.md."""
+    out = [
+        _DOC_HEADER.format(
+            leads=", ".join(LEADS),
+            fs=FS_HZ,
+            n=N_SAMPLES,
+            fmt=WFDB_FMT,
+            gain=ADC_GAIN,
+            units=UNITS,
+            baseline=ADC_BASELINE,
+            missing=MISSING_ADC,
+        )
+    ]
+    for spec in TABLES.values():
+        out.append(f"## `{spec.relpath}` ({spec.dataset})\n")
+        out.append("| column | type |\n|---|---|")
+        out.extend(f"| {col} | {dtype} |" for col, dtype in spec.columns.items())
+        out.append("")
+    out.append("## Protocol lab labels (d_labitems.label)\n")
+    out.append(", ".join(PROTOCOL_LABS) + "\n")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")

@@ -47,10 +47,7 @@ def test_table1_structure_and_bounds(finished_run: Path) -> None:
     rows = table["rows"]
     assert len(rows) == 4  # signal-only, multimodal labs, multimodal classification, method
     cells = [
-        cell
-        for row in rows
-        for key in ("diagnoses", "labs")
-        if (cell := row.get(key)) is not None
+        cell for row in rows for key in ("diagnoses", "labs") if (cell := row.get(key)) is not None
     ]
     assert len(cells) == 5  # three baselines + the method's two heads
     for cell in cells:

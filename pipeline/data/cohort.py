@@ -91,8 +91,10 @@ def _match_stays(ecgs: pl.LazyFrame, stays: pl.LazyFrame, window: pl.Expr) -> pl
 
 def _has_diagnosis(ecgs: pl.LazyFrame, tables: Mapping[str, Path | str]) -> pl.LazyFrame:
     """Keep ECGs whose linked admission has hospital codes or whose stay has ED codes."""
-    hosp = scan(tables, "diagnoses_icd", ["hadm_id"]).unique().with_columns(
-        pl.lit(True).alias("has_hosp")
+    hosp = (
+        scan(tables, "diagnoses_icd", ["hadm_id"])
+        .unique()
+        .with_columns(pl.lit(True).alias("has_hosp"))
     )
     ed = scan(tables, "diagnosis", ["stay_id"]).unique().with_columns(pl.lit(True).alias("has_ed"))
     return (
@@ -125,9 +127,7 @@ def extract_cohort(tables: Mapping[str, Path | str], out: Path, cfg: CohortConfi
         TableError: a table is missing or malformed, or record_list repeats a study_id.
     """
     records = scan(tables, "record_list", ["subject_id", "study_id", "ecg_time", "path"])
-    n_records, n_unique = collect(
-        records.select(pl.len(), pl.col("study_id").n_unique())
-    ).row(0)
+    n_records, n_unique = collect(records.select(pl.len(), pl.col("study_id").n_unique())).row(0)
     if n_records != n_unique:
         raise TableError(
             f"{tables['record_list']}: study_id is not unique ({n_records - n_unique} repeats)"
@@ -136,9 +136,7 @@ def extract_cohort(tables: Mapping[str, Path | str], out: Path, cfg: CohortConfi
     stays = scan(tables, "edstays", ["subject_id", "stay_id", "hadm_id", "intime"])
     window = pl.duration(minutes=cfg.ed_window_minutes)
     in_window = collect(_match_stays(records, stays, window))
-    log.info(
-        "%d ECGs within %d min after an ED intime", in_window.height, cfg.ed_window_minutes
-    )
+    log.info("%d ECGs within %d min after an ED intime", in_window.height, cfg.ed_window_minutes)
     patients = scan(tables, "patients", ["subject_id", "gender", "anchor_age", "anchor_year"])
     with_patient = (
         in_window.lazy()
@@ -151,7 +149,9 @@ def extract_cohort(tables: Mapping[str, Path | str], out: Path, cfg: CohortConfi
         )
     )
     n_patient = collect(with_patient.select(pl.len())).item()
-    log.info("%d ECGs dropped: subject without a patients row or anchor", in_window.height - n_patient)
+    log.info(
+        "%d ECGs dropped: subject without a patients row or anchor", in_window.height - n_patient
+    )
     cohort = collect(_has_diagnosis(with_patient, tables))
     log.info("%d ECGs dropped: no diagnosis statement", n_patient - cohort.height)
     cohort = _first_in_stay(cohort).select(COLUMNS)
@@ -164,7 +164,10 @@ def extract_cohort(tables: Mapping[str, Path | str], out: Path, cfg: CohortConfi
         n_stays=cohort["stay_id"].n_unique(),
     )
     log.info(
-        "cohort: %d ECGs, %d stays, %d subjects", stats.n_with_diagnosis, stats.n_stays, stats.n_subjects
+        "cohort: %d ECGs, %d stays, %d subjects",
+        stats.n_with_diagnosis,
+        stats.n_stays,
+        stats.n_subjects,
     )
     with atomic_path(out, suffix=".parquet") as tmp:
         cohort.write_parquet(tmp)

@@ -99,8 +99,7 @@ def _check_columns(src: Path, name: str, header: list[str]) -> list[str]:
     missing = [c for c in expected if c not in header]
     if missing:
         raise ConvertError(
-            f"{src}: column(s) {missing} of table {name!r} missing from the header "
-            f"(found {header})"
+            f"{src}: column(s) {missing} of table {name!r} missing from the header (found {header})"
         )
     dupes = sorted({c for c in header if header.count(c) > 1})
     if dupes:
@@ -108,7 +107,9 @@ def _check_columns(src: Path, name: str, header: list[str]) -> list[str]:
     return [c for c in header if c not in expected]
 
 
-def _reader(src: Path, columns: dict[str, pa.DataType], block_size: int) -> pacsv.CSVStreamingReader:
+def _reader(
+    src: Path, columns: dict[str, pa.DataType], block_size: int
+) -> pacsv.CSVStreamingReader:
     convert = pacsv.ConvertOptions(
         column_types=columns,
         include_columns=list(columns),

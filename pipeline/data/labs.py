@@ -55,7 +55,9 @@ def slug(label: str) -> str:
     return re.sub(r"[^0-9A-Za-z]+", "_", label).strip("_")
 
 
-def with_plausible(events: pl.LazyFrame, labels: Iterable[str], value: str = "valuenum") -> pl.LazyFrame:
+def with_plausible(
+    events: pl.LazyFrame, labels: Iterable[str], value: str = "valuenum"
+) -> pl.LazyFrame:
     """Null the ``value`` column of ``events`` (which carry ``label``) where implausible."""
     bounds = pl.LazyFrame(
         [(lab, *PLAUSIBLE.get(lab, DEFAULT_BOUNDS)) for lab in labels],

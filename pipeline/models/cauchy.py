@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -113,7 +114,7 @@ def cauchy_torch(v: Tensor, z: Tensor, w: Tensor, chunk: int | None = None) -> T
     return _chunked(lambda v_, w_, zc: _cauchy_block(v_, zc, w_), (v, w), z, chunk)
 
 
-def _keops_lazy(t: Tensor, axis: str) -> object:
+def _keops_lazy(t: Tensor, axis: str) -> Any:
     """Wrap a real tensor as a KeOps LazyTensor indexed by i (axis="i") or j (axis="j")."""
     from pykeops.torch import LazyTensor  # imported lazily: importing pykeops probes CUDA
 

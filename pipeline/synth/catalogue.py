@@ -109,8 +109,14 @@ ICD9: dict[str, tuple[str, str]] = {
     "27800": ("Obesity, unspecified", "E669"),
     "2859": ("Anemia, unspecified", "D649"),
     "4019": ("Unspecified essential hypertension", "I10"),
-    "41011": ("Acute myocardial infarction of other anterior wall, initial episode of care", "I2109"),
-    "41041": ("Acute myocardial infarction of other inferior wall, initial episode of care", "I2119"),
+    "41011": (
+        "Acute myocardial infarction of other anterior wall, initial episode of care",
+        "I2109",
+    ),
+    "41041": (
+        "Acute myocardial infarction of other inferior wall, initial episode of care",
+        "I2119",
+    ),
     "41071": ("Subendocardial infarction, initial episode of care", "I214"),
     "41401": ("Coronary atherosclerosis of native coronary artery", "I2510"),
     "4263": ("Other left bundle branch block", "I447"),
@@ -183,8 +189,9 @@ def _opt(text: str) -> float | None:
 def load_lab_items() -> list[LabItem]:
     """The lab catalogue from ``pipeline/resources/synth_labs.tsv`` (file order)."""
     text = resources.files("pipeline").joinpath("resources/synth_labs.tsv").read_text()
-    rows = csv.DictReader((line for line in text.splitlines() if not line.startswith("#")),
-                          delimiter="\t")
+    rows = csv.DictReader(
+        (line for line in text.splitlines() if not line.startswith("#")), delimiter="\t"
+    )
     return [
         LabItem(
             label=r["label"],

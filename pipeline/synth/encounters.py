@@ -23,7 +23,9 @@ class Counters:
     specimen: int = 0
     labevent: int = 0
 
-    def take(self, rng: np.random.Generator, kind: str, n: int, base: int, stride: int) -> np.ndarray:
+    def take(
+        self, rng: np.random.Generator, kind: str, n: int, base: int, stride: int
+    ) -> np.ndarray:
         """``n`` unique ids ``base + stride * counter + gap`` (gap < stride)."""
         start = getattr(self, kind)
         setattr(self, kind, start + n)
@@ -71,8 +73,12 @@ def schedule_ecgs(rng: np.random.Generator, stays: pl.DataFrame, ctr: Counters) 
     n_inp = admitted * (rng.random(n) < 0.45) * (1 + (rng.random(n) < 0.3))
     n_out = (rng.random(n) < 0.12).astype(int)
     parts = []
-    for kind, counts in (("ed", n_ed), ("later", n_later), ("inpatient", n_inp),
-                         ("outpatient", n_out)):
+    for kind, counts in (
+        ("ed", n_ed),
+        ("later", n_later),
+        ("inpatient", n_inp),
+        ("outpatient", n_out),
+    ):
         counts = np.asarray(counts, dtype=np.int64)
         rows = np.repeat(np.arange(n), counts)
         m = rows.size
@@ -88,15 +94,15 @@ def schedule_ecgs(rng: np.random.Generator, stays: pl.DataFrame, ctr: Counters) 
             t = adm + (rng.uniform(0.1, 1.0, m) * span).astype(np.int64)
         else:
             t = t_in - (rng.uniform(20, 300, m) * DAY).astype(np.int64)
-        parts.append(
-            stays[rows].with_columns(pl.Series("ecg_time", t), pl.lit(kind).alias("kind"))
-        )
+        parts.append(stays[rows].with_columns(pl.Series("ecg_time", t), pl.lit(kind).alias("kind")))
     ecgs = pl.concat(parts).sort(["subject_id", "ecg_time"])
     ecgs = _regress_acute_state(rng, ecgs)
     ecgs = ecgs.with_columns(
         pl.Series("study_id", ctr.take(rng, "study", ecgs.height, 40_000_000, 53)),
         # Only ED-window and same-stay ECGs belong to a stay; outpatient ECGs to none.
-        pl.when(pl.col("kind") == "outpatient").then(None).otherwise(pl.col("stay_id"))
+        pl.when(pl.col("kind") == "outpatient")
+        .then(None)
+        .otherwise(pl.col("stay_id"))
         .alias("ecg_stay_id"),
     )
     return ecgs
@@ -108,8 +114,9 @@ def _regress_acute_state(rng: np.random.Generator, ecgs: pl.DataFrame) -> pl.Dat
     out = kind == "outpatient"
     f = np.where(later, _LATER_DECAY, np.where(out, 0.0, 1.0))
     cols = [
-        ((pl.col(c) - v) * pl.Series(f) + v + pl.Series(rng.normal(0, 0.05, ecgs.height)) * later)
-        .alias(c)
+        (
+            (pl.col(c) - v) * pl.Series(f) + v + pl.Series(rng.normal(0, 0.05, ecgs.height)) * later
+        ).alias(c)
         for c, v in _ACUTE_NORMAL.items()
     ]
     acute_flags = ["sepsis", "ischaemia", "hf_decomp", "stemi"]
@@ -118,7 +125,9 @@ def _regress_acute_state(rng: np.random.Generator, ecgs: pl.DataFrame) -> pl.Dat
     cols += [pl.when(keep).then(pl.col("territory")).otherwise(0).alias("territory")]
     # Outpatient ECGs: AF only in persistent AF patients.
     cols += [
-        pl.when(pl.Series(out)).then(pl.col("af_chronic") & ~pl.col("af_paroxysmal"))
-        .otherwise(pl.col("af")).alias("af")
+        pl.when(pl.Series(out))
+        .then(pl.col("af_chronic") & ~pl.col("af_paroxysmal"))
+        .otherwise(pl.col("af"))
+        .alias("af")
     ]
     return ecgs.with_columns(cols)

@@ -82,7 +82,9 @@ def simulate_subjects(rng: np.random.Generator, first_index: int, n: int) -> pl.
 
 def simulate_stays(rng: np.random.Generator, subjects: pl.DataFrame) -> pl.DataFrame:
     """One row per ED stay with its time, acute problems and continuous latent state."""
-    st = subjects.select(pl.all().gather(np.repeat(np.arange(subjects.height), subjects["n_stays"])))
+    st = subjects.select(
+        pl.all().gather(np.repeat(np.arange(subjects.height), subjects["n_stays"]))
+    )
     n = st.height
     # Stays spread over 4 years from the anchor year, >= 3 days apart within a patient.
     st = st.with_columns(pl.Series("offset", rng.random(n) * 4 * 365 * DAY)).sort(
@@ -96,8 +98,11 @@ def simulate_stays(rng: np.random.Generator, subjects: pl.DataFrame) -> pl.DataF
     complaint = rng.choice(len(COMPLAINTS), n, p=[0.26, 0.15, 0.09, 0.14, 0.18, 0.1, 0.08])
     chest, dysp, fever = complaint == 0, complaint == 1, complaint == 3
     a = (age - 60) / 15.0
-    renal_chronic = np.select([col["ckd_stage"] == 3, col["ckd_stage"] == 4, col["ckd_stage"] == 5],
-                              [0.35, 0.6, 0.88], 0.0)
+    renal_chronic = np.select(
+        [col["ckd_stage"] == 3, col["ckd_stage"] == 4, col["ckd_stage"] == 5],
+        [0.35, 0.6, 0.88],
+        0.0,
+    )
     sepsis = rng.random(n) < 0.05 + 0.4 * fever + 0.03 * a.clip(0)
     pneumonia = (sepsis | (dysp & (rng.random(n) < 0.2))) & (rng.random(n) < 0.5)
     uti = sepsis & ~pneumonia | (rng.random(n) < 0.04)
@@ -123,17 +128,27 @@ def simulate_stays(rng: np.random.Generator, subjects: pl.DataFrame) -> pl.DataF
     hyperk = rng.random(n) < 0.08 + 0.25 * renal
     hypok = ~hyperk & (rng.random(n) < 0.07)
     potassium = (
-        4.1 + 1.0 * renal + 0.15 * col["diabetes"] + rng.normal(0, 0.35, n)
-        + hyperk * rng.uniform(0.8, 2.2, n) - hypok * rng.uniform(0.6, 1.4, n)
+        4.1
+        + 1.0 * renal
+        + 0.15 * col["diabetes"]
+        + rng.normal(0, 0.35, n)
+        + hyperk * rng.uniform(0.8, 2.2, n)
+        - hypok * rng.uniform(0.6, 1.4, n)
     )
     albumin = 4.0 - 0.7 * sepsis - 0.3 * renal - 0.2 * hf_decomp + rng.normal(0, 0.35, n)
     hypoca = rng.random(n) < 0.05
     calcium = (
-        9.3 + 0.8 * (albumin - 4.0) - 0.6 * renal + rng.normal(0, 0.35, n)
+        9.3
+        + 0.8 * (albumin - 4.0)
+        - 0.6 * renal
+        + rng.normal(0, 0.35, n)
         - hypoca * rng.uniform(0.8, 1.8, n)
     )
     hemoglobin = (
-        np.where(female, 13.4, 15.0) - 2.6 * anaemia - 2.5 * renal - 0.6 * sepsis
+        np.where(female, 13.4, 15.0)
+        - 2.6 * anaemia
+        - 2.5 * renal
+        - 0.6 * sepsis
         + rng.normal(0, 1.1, n)
     )
     hypona = rng.random(n) < 0.11 + 0.1 * hf_decomp
@@ -141,13 +156,17 @@ def simulate_stays(rng: np.random.Generator, subjects: pl.DataFrame) -> pl.DataF
     trop_base = 0.006 * np.exp(rng.normal(0, 0.5, n)) * (1 + 8 * renal**2) * (1 + 1.5 * col["hf"])
     troponin = trop_base + isch * np.exp(rng.normal(np.log(0.25), 1.1, n)) * (1 + 3 * stemi)
     severity = (
-        1.2 * sepsis + 1.2 * isch + 0.9 * hf_decomp + 0.8 * aki + 0.4 * af_now
-        + 0.6 * (np.abs(potassium - 4.3) > 1.0) + 0.5 * (sodium < 130) + 0.2 * a
+        1.2 * sepsis
+        + 1.2 * isch
+        + 0.9 * hf_decomp
+        + 0.8 * aki
+        + 0.4 * af_now
+        + 0.6 * (np.abs(potassium - 4.3) > 1.0)
+        + 0.5 * (sodium < 130)
+        + 0.2 * a
         + rng.normal(0, 0.4, n)
     )
-    hr = (
-        76 + 22 * sepsis + 24 * af_now + 10 * hf_decomp + 6 * pneumonia + rng.normal(0, 11, n)
-    )
+    hr = 76 + 22 * sepsis + 24 * af_now + 10 * hf_decomp + 6 * pneumonia + rng.normal(0, 11, n)
     return st.with_columns(
         pl.Series("intime", intime),
         pl.Series("age", age),
@@ -172,13 +191,23 @@ def simulate_stays(rng: np.random.Generator, subjects: pl.DataFrame) -> pl.DataF
         pl.Series("troponin", troponin),
         pl.Series("severity", severity),
         pl.Series("heart_rate", np.clip(hr, 42, 175)),
-        pl.Series("sbp", np.clip(132 + 10 * col["hypertension"] - 24 * sepsis
-                                 + rng.normal(0, 18, n), 70, 230)),
+        pl.Series(
+            "sbp",
+            np.clip(132 + 10 * col["hypertension"] - 24 * sepsis + rng.normal(0, 18, n), 70, 230),
+        ),
         pl.Series("temp_f", 98.2 + 2.6 * sepsis + rng.normal(0, 0.5, n)),
-        pl.Series("resprate", np.clip(16 + 5 * sepsis + 5 * hf_decomp + 3 * pneumonia
-                                      + rng.normal(0, 2, n), 10, 40)),
-        pl.Series("o2sat", np.clip(98 - 3 * col["copd"] - 4 * pneumonia - 3 * hf_decomp
-                                   + rng.normal(0, 1.2, n), 75, 100)),
+        pl.Series(
+            "resprate",
+            np.clip(16 + 5 * sepsis + 5 * hf_decomp + 3 * pneumonia + rng.normal(0, 2, n), 10, 40),
+        ),
+        pl.Series(
+            "o2sat",
+            np.clip(
+                98 - 3 * col["copd"] - 4 * pneumonia - 3 * hf_decomp + rng.normal(0, 1.2, n),
+                75,
+                100,
+            ),
+        ),
         pl.Series("admitted", rng.random(n) < _sigmoid(-1.0 + 1.3 * severity)),
         pl.Series("icd9", (col["year_group"] == 0) & (offs < 1.5 * 365 * DAY)),
     )

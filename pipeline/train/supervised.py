@@ -172,16 +172,33 @@ def train_supervised(
     prep, tab = _tabular(spec, inputs, ids)
     model = build_supervised(spec, cfg, model_cfg, len(names), prep, inputs.init_dir).to(device)
     optimizer = torch.optim.AdamW(_param_groups(model, cfg), weight_decay=cfg.weight_decay)
-    log.info("%s: %d targets, %d train / %d val / %d test records, %d trainable parameters",
-             kind, len(names), *(len(v) for v in ids.values()),
-             sum(p.numel() for p in model.parameters() if p.requires_grad))  # fmt: skip
+    log.info(
+        "%s: %d targets, %d train / %d val / %d test records, %d trainable parameters",
+        kind,
+        len(names),
+        *(len(v) for v in ids.values()),
+        sum(p.numel() for p in model.parameters() if p.requires_grad),
+    )
 
     def loader(part: str, mode: str, shuffle: bool) -> EpochLoader:
-        ds = ECGDataset(store, ids[part], crop_samples=train_cfg.crop_samples, mode=mode,
-                        eval_crops=train_cfg.eval_crops, seed=cfg.seed, tabular=tab[part],
-                        targets=targets[part])  # fmt: skip
-        return EpochLoader(ds, cfg.batch_size, shuffle=shuffle, drop_last=False, seed=cfg.seed,
-                           num_workers=train_cfg.num_workers)  # fmt: skip
+        ds = ECGDataset(
+            store,
+            ids[part],
+            crop_samples=train_cfg.crop_samples,
+            mode=mode,
+            eval_crops=train_cfg.eval_crops,
+            seed=cfg.seed,
+            tabular=tab[part],
+            targets=targets[part],
+        )
+        return EpochLoader(
+            ds,
+            cfg.batch_size,
+            shuffle=shuffle,
+            drop_last=False,
+            seed=cfg.seed,
+            num_workers=train_cfg.num_workers,
+        )
 
     train_loader, val_loader = loader("train", "train", True), loader("val", "eval", False)
 
@@ -197,17 +214,37 @@ def train_supervised(
     if checkpoint_dir is not None:
         key = checkpoint_key({"stage": kind, **params}, inputs.files())
         ckpt = CheckpointSpec(Path(checkpoint_dir) / "last.pt", key, train_cfg.checkpoint_every)
-    with stage_run(tracking.tracking_uri, tracking.experiment, Path(tracking.results_dir),
-                   kind, params) as run:  # fmt: skip
+    with stage_run(
+        tracking.tracking_uri, tracking.experiment, Path(tracking.results_dir), kind, params
+    ) as run:
         result = fit(
-            model, optimizer, train_loader, step, validate,
-            epochs=cfg.epochs, monitor="val_auroc", mode="max", device=device,
-            checkpoint=ckpt, run=run, desc=kind, on_epoch_end=on_epoch_end,
-        )  # fmt: skip
+            model,
+            optimizer,
+            train_loader,
+            step,
+            validate,
+            epochs=cfg.epochs,
+            monitor="val_auroc",
+            mode="max",
+            device=device,
+            checkpoint=ckpt,
+            run=run,
+            desc=kind,
+            on_epoch_end=on_epoch_end,
+        )
         prob = predict_probs(model, loader("test", "eval", False), _forward, device)
         test_auroc, _ = macro_auroc(targets["test"], prob)
         run.log_metrics({"test_auroc": test_auroc, "best_epoch": result.best_epoch}, cfg.epochs)
-        meta = model_meta(spec, model, names, prep, cfg, result.best_epoch, result.best_metric)
+        meta = model_meta(
+            spec,
+            model,
+            names,
+            prep,
+            cfg,
+            result.best_epoch,
+            result.best_metric,
+            model_cfg["tabular_encoder"],
+        )
         with atomic_path(model_dir) as tmp:
             tmp.mkdir()
             save_weights(tmp / "model.safetensors", model)
@@ -217,8 +254,13 @@ def train_supervised(
         run.log_artifact(Path(model_dir) / "history.tsv")
     if ckpt is not None:
         ckpt.clear()
-    log.info("%s: best epoch %d, val macro AUROC %.4f, test macro AUROC %.4f",
-             kind, result.best_epoch, result.best_metric, test_auroc)  # fmt: skip
+    log.info(
+        "%s: best epoch %d, val macro AUROC %.4f, test macro AUROC %.4f",
+        kind,
+        result.best_epoch,
+        result.best_metric,
+        test_auroc,
+    )
     return SupervisedResult(result.best_epoch, result.best_metric, test_auroc, result.history)
 
 
@@ -272,9 +314,13 @@ def predict_model(
         if features is None:
             raise ValueError(f"{model_dir} uses tabular features; pass the features file")
         tab = prep.transform(pl.read_parquet(features), ids, str(features))
-    ds = ECGDataset(open_store(shard_index), ids, crop_samples=train_cfg.crop_samples,
-                    mode="eval", eval_crops=train_cfg.eval_crops, tabular=tab)  # fmt: skip
-    loader = EpochLoader(ds, batch_size, shuffle=False, drop_last=False)
-    return predict_probs(
-        model, loader, lambda m, b: m(b, head=head), torch.device("cpu")
+    ds = ECGDataset(
+        open_store(shard_index),
+        ids,
+        crop_samples=train_cfg.crop_samples,
+        mode="eval",
+        eval_crops=train_cfg.eval_crops,
+        tabular=tab,
     )
+    loader = EpochLoader(ds, batch_size, shuffle=False, drop_last=False)
+    return predict_probs(model, loader, lambda m, b: m(b, head=head), torch.device("cpu"))

@@ -1,0 +1,247 @@
+"""The five supervised models: specs, construction, and reloading from a model directory.
+
+A model directory holds ``model.safetensors`` (every weight: ``encoder.*``, ``tab_encoder.*``,
+``head.*`` and, for method_labs, ``diagnosis_head.*``) and ``model.json`` with everything
+needed to rebuild the modules exactly (architecture configs, labels per head, tabular
+statistics). So the method's diagnoses and lab explanations come from one file and one
+embedding.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from pipeline.models import MLPHead, build_ecg_encoder, build_tabular_encoder, ecg_encoder_config
+from pipeline.train.data import Batch
+from pipeline.train.tabular import TabularPreprocessor
+
+if TYPE_CHECKING:
+    from pipeline.train.supervised import StageConfig
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What distinguishes the supervised models.
+
+    Attributes:
+        name: model name (the rule's wildcard).
+        task: "diagnoses" or "labs".
+        init: "pretrain" (stage-1 encoder), "method_diagnoses" (stage-2 model) or None.
+        tabular: feature group fed to a tabular encoder ("all", "routine") or None.
+        head: "mlp" (MLPHead) or "linear" (late fusion with one linear layer, MDS-ED).
+    """
+
+    name: str
+    task: Literal["diagnoses", "labs"]
+    init: Literal["pretrain", "method_diagnoses"] | None
+    tabular: Literal["all", "routine"] | None
+    head: Literal["mlp", "linear"]
+
+
+SPECS: dict[str, ModelSpec] = {
+    s.name: s
+    for s in (
+        ModelSpec("method_diagnoses", "diagnoses", "pretrain", None, "mlp"),
+        ModelSpec("method_labs", "labs", "method_diagnoses", None, "mlp"),
+        ModelSpec("signal_only", "diagnoses", None, None, "mlp"),
+        ModelSpec("multimodal_classification", "diagnoses", None, "all", "linear"),
+        ModelSpec("multimodal_labs", "labs", None, "routine", "linear"),
+    )
+}
+
+
+class SupervisedModel(nn.Module):
+    """ECG encoder (+ optional tabular encoder, concatenated) and one or two heads."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        encoder: nn.Module,
+        head: nn.Module,
+        head_cfg: Mapping[str, Any],
+        tab_encoder: nn.Module | None = None,
+        diagnosis_head: nn.Module | None = None,
+        diagnosis_head_cfg: Mapping[str, Any] | None = None,
+        encoder_frozen: bool = False,
+    ) -> None:
+        super().__init__()
+        self.spec = spec
+        self.encoder = encoder
+        self.tab_encoder = tab_encoder
+        self.head = head
+        self.head_cfg = dict(head_cfg)
+        self.diagnosis_head = diagnosis_head
+        self.diagnosis_head_cfg = dict(diagnosis_head_cfg or {})
+        self.encoder_frozen = encoder_frozen
+
+    def train(self, mode: bool = True) -> SupervisedModel:
+        """Frozen parts stay in eval mode (no dropout), so they act as fixed features."""
+        super().train(mode)
+        if self.encoder_frozen:
+            self.encoder.eval()
+        if self.diagnosis_head is not None:
+            self.diagnosis_head.eval()
+        return self
+
+    def embed(self, batch: Batch) -> torch.Tensor:
+        h = self.encoder(batch["ecg"])  # (B, d_model)
+        if self.tab_encoder is None:
+            return h
+        h_tab = self.tab_encoder(batch["x_cont"], batch["x_mask"], batch["x_cat"])  # (B, T)
+        return torch.cat([h, h_tab], dim=-1)  # (B, d_model + T)
+
+    def forward(self, batch: Batch, head: str = "head") -> torch.Tensor:
+        """Logits (B, K) of ``head`` ("head" or, for method_labs, "diagnosis_head")."""
+        module = self.head if head == "head" else self.diagnosis_head
+        if module is None:
+            raise ValueError(f"{self.spec.name} has no {head!r}")
+        return module(self.embed(batch))
+
+
+def make_head(cfg: Mapping[str, Any]) -> nn.Module:
+    if cfg["kind"] == "linear":
+        return nn.Linear(cfg["in_dim"], cfg["out_dim"])
+    return MLPHead(cfg["in_dim"], list(cfg["hidden"]), cfg["out_dim"], cfg["dropout"])
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found (upstream stage incomplete?)")
+    return dict(json.loads(path.read_text()))
+
+
+def build_supervised(
+    spec: ModelSpec,
+    cfg: StageConfig,
+    model_cfg: Mapping[str, Any],
+    n_out: int,
+    prep: TabularPreprocessor | None,
+    init_dir: Path | None,
+) -> SupervisedModel:
+    """A fresh or initialised model for ``spec`` with its freezing applied."""
+    dropout = float(model_cfg["ecg_encoder"]["dropout"])
+    if spec.init == "method_diagnoses":
+        if init_dir is None:
+            raise ValueError("method_labs needs the method_diagnoses model directory")
+        base, _ = load_supervised(Path(init_dir))
+        encoder, diag_head = base.encoder, base.head
+        for p in diag_head.parameters():
+            p.requires_grad_(False)
+        if cfg.freeze_encoder:
+            for p in encoder.parameters():
+                p.requires_grad_(False)
+        head_cfg = _mlp_cfg(encoder.out_dim, cfg.head_hidden, n_out, dropout)
+        return SupervisedModel(
+            spec,
+            encoder,
+            make_head(head_cfg),
+            head_cfg,
+            diagnosis_head=diag_head,
+            diagnosis_head_cfg=base.head_cfg,
+            encoder_frozen=cfg.freeze_encoder,
+        )
+    if spec.init == "pretrain":
+        if init_dir is None:
+            raise ValueError(f"{spec.name} needs the pretrain directory")
+        meta = _read_json(Path(init_dir) / "model.json")
+        encoder = build_ecg_encoder(meta["ecg_encoder"])
+        encoder.load_state_dict(load_file(str(Path(init_dir) / "encoder.safetensors")))
+        if cfg.freeze_blocks > len(encoder.blocks):
+            raise ValueError(f"freeze_blocks={cfg.freeze_blocks} > {len(encoder.blocks)} blocks")
+        encoder.freeze_blocks(cfg.freeze_blocks)
+        head_cfg = _mlp_cfg(encoder.out_dim, cfg.head_hidden, n_out, dropout)
+        return SupervisedModel(spec, encoder, make_head(head_cfg), head_cfg)
+    encoder = build_ecg_encoder(model_cfg["ecg_encoder"])
+    tab_encoder, in_dim = None, encoder.out_dim
+    if spec.tabular is not None:
+        assert prep is not None
+        tab_encoder = build_tabular_encoder(
+            model_cfg["tabular_encoder"], prep.n_continuous, prep.cat_cardinalities
+        )
+        in_dim += tab_encoder.out_dim
+    head_cfg = (
+        {"kind": "linear", "in_dim": in_dim, "out_dim": n_out}
+        if spec.head == "linear"
+        else _mlp_cfg(in_dim, cfg.head_hidden, n_out, dropout)
+    )
+    return SupervisedModel(spec, encoder, make_head(head_cfg), head_cfg, tab_encoder=tab_encoder)
+
+
+def _mlp_cfg(in_dim: int, hidden: tuple[int, ...], out_dim: int, dropout: float) -> dict[str, Any]:
+    return {
+        "kind": "mlp",
+        "in_dim": in_dim,
+        "hidden": list(hidden),
+        "out_dim": out_dim,
+        "dropout": dropout,
+    }
+
+
+def model_meta(
+    spec: ModelSpec,
+    model: SupervisedModel,
+    names: list[str],
+    prep: TabularPreprocessor | None,
+    cfg: StageConfig,
+    best_epoch: int,
+    best_val_auroc: float,
+    tab_cfg: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """model.json: everything :func:`load_supervised` needs, plus provenance."""
+    heads: dict[str, Any] = {"head": {**model.head_cfg, "task": spec.task, "labels": names}}
+    if model.diagnosis_head is not None:
+        heads["diagnosis_head"] = model.diagnosis_head_cfg
+    return {
+        "model": spec.name,
+        "spec": asdict(spec),
+        "task": spec.task,
+        "labels": names,
+        "ecg_encoder": ecg_encoder_config(model.encoder),
+        "encoder_frozen": model.encoder_frozen,
+        "tabular_encoder": None
+        if prep is None
+        else {
+            **dict(tab_cfg or {}),
+            "n_continuous": prep.n_continuous,
+            "cat_cardinalities": prep.cat_cardinalities,
+        },
+        "tabular": None if prep is None else prep.to_dict(),
+        "heads": heads,
+        "config": asdict(cfg),
+        "best_epoch": best_epoch,
+        "best_val_auroc": best_val_auroc,
+    }
+
+
+def load_supervised(model_dir: Path) -> tuple[SupervisedModel, TabularPreprocessor | None]:
+    """Rebuild a saved supervised model (strict weight loading) and its tabular statistics."""
+    meta = _read_json(model_dir / "model.json")
+    spec = ModelSpec(**meta["spec"])
+    encoder = build_ecg_encoder(meta["ecg_encoder"])
+    prep, tab_encoder = None, None
+    if meta["tabular"] is not None:
+        prep = TabularPreprocessor.from_dict(meta["tabular"])
+        tcfg = meta["tabular_encoder"]
+        tab_encoder = build_tabular_encoder(tcfg, tcfg["n_continuous"], tcfg["cat_cardinalities"])
+    head_cfg = meta["heads"]["head"]
+    diag_cfg = meta["heads"].get("diagnosis_head")
+    model = SupervisedModel(
+        spec,
+        encoder,
+        make_head(head_cfg),
+        head_cfg,
+        tab_encoder=tab_encoder,
+        diagnosis_head=None if diag_cfg is None else make_head(diag_cfg),
+        diagnosis_head_cfg=diag_cfg,
+        encoder_frozen=bool(meta["encoder_frozen"]),
+    )
+    model.load_state_dict(load_file(str(model_dir / "model.safetensors")))
+    return model, prep
