@@ -316,7 +316,8 @@ synthetic generator writes exactly these files and columns; the converters read 
 types and stop, naming the file and column, on anything else.
 
 Roots (config `source`): `mimic_iv` holds `hosp/`, `mimic_iv_ed` holds `ed/`, `mimic_iv_ecg`
-holds `record_list.csv` and `files/p<first 4 digits>/p<subject_id>/s<study_id>/<study_id>.{{hea,dat}}`
+holds `record_list.csv` and
+`files/p<first 4 digits>/p<subject_id>/s<study_id>/<study_id>.{{hea,dat}}`
 (the public demo omits the `p<first 4 digits>` level: readers take `record_list.path` as given).
 CSV: header row, empty field = NULL, timestamps `YYYY-MM-DD HH:MM:SS`, dates `YYYY-MM-DD`.
 

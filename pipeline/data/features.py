@@ -111,7 +111,9 @@ def _wide(stats: pl.DataFrame, prefixes: Mapping[str, str]) -> pl.DataFrame:
     else:
         wide = long.pivot(on="column", index="stay_id", values="value")
     missing = [pl.lit(None, pl.Float64).alias(c) for c in columns if c not in wide.columns]
-    return wide.with_columns(missing).select("stay_id", *[pl.col(c).cast(pl.Float64) for c in columns])
+    return wide.with_columns(missing).select(
+        "stay_id", *[pl.col(c).cast(pl.Float64) for c in columns]
+    )
 
 
 def _in_window(frame: pl.LazyFrame, stays: pl.LazyFrame, on: str, minutes: int) -> pl.LazyFrame:
@@ -120,13 +122,19 @@ def _in_window(frame: pl.LazyFrame, stays: pl.LazyFrame, on: str, minutes: int) 
     return (
         frame.join(stays, on=on, how="inner")
         .filter(pl.col("charttime").is_between(pl.col("intime"), end))
-        .with_columns(((pl.col("charttime") - pl.col("intime")).dt.total_seconds() / 60.0).alias("t"))
+        .with_columns(
+            ((pl.col("charttime") - pl.col("intime")).dt.total_seconds() / 60.0).alias("t")
+        )
     )
 
 
-def _lab_features(tables: Mapping[str, Path | str], stays: pl.DataFrame, minutes: int) -> pl.DataFrame:
+def _lab_features(
+    tables: Mapping[str, Path | str], stays: pl.DataFrame, minutes: int
+) -> pl.DataFrame:
     items = lab_items(tables, PROTOCOL_LABS)
-    log.info("labs: %d of %d protocol labels present", items["label"].n_unique(), len(PROTOCOL_LABS))
+    log.info(
+        "labs: %d of %d protocol labels present", items["label"].n_unique(), len(PROTOCOL_LABS)
+    )
     events = scan(tables, "labevents", ["subject_id", "itemid", "charttime", "valuenum"]).join(
         items.lazy().select("itemid", "label"), on="itemid", how="inner"
     )
@@ -143,7 +151,9 @@ def _vital_values(frame: pl.LazyFrame) -> pl.LazyFrame:
     long = frame.unpivot(index=["stay_id", "t"], on=list(VITALS), variable_name="name")
     v = pl.col("value")
     celsius = pl.when(v > 50).then((v - 32) * 5 / 9).otherwise(v)
-    long = long.with_columns(pl.when(pl.col("name") == "temperature").then(celsius).otherwise(v))
+    long = long.with_columns(
+        pl.when(pl.col("name") == "temperature").then(celsius).otherwise(v).alias("value")
+    )
     bounds = pl.LazyFrame(
         [(k, lo, hi) for k, (lo, hi) in VITAL_BOUNDS.items()],
         schema={"name": pl.Utf8, "lo": pl.Float64, "hi": pl.Float64},
@@ -156,7 +166,9 @@ def _vital_values(frame: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def _vital_features(tables: Mapping[str, Path | str], stays: pl.DataFrame, minutes: int) -> pl.DataFrame:
+def _vital_features(
+    tables: Mapping[str, Path | str], stays: pl.DataFrame, minutes: int
+) -> pl.DataFrame:
     vitals = scan(tables, "vitalsign", ["stay_id", "charttime", *VITALS])
     timed = _in_window(vitals, stays.lazy().select("stay_id", "intime"), "stay_id", minutes)
     triage = scan(tables, "triage", ["stay_id", *VITALS]).join(
@@ -189,7 +201,13 @@ def _biometrics(tables: Mapping[str, Path | str], cohort: pl.DataFrame, days: in
     """Per ECG the omr value closest to the ECG date within +-days, per biometric."""
     spec = pl.LazyFrame(
         [(k, *v) for k, v in OMR_ITEMS.items()],
-        schema={"result_name": pl.Utf8, "name": pl.Utf8, "f": pl.Float64, "lo": pl.Float64, "hi": pl.Float64},
+        schema={
+            "result_name": pl.Utf8,
+            "name": pl.Utf8,
+            "f": pl.Float64,
+            "lo": pl.Float64,
+            "hi": pl.Float64,
+        },
         orient="row",
     )
     ecgs = cohort.lazy().select("study_id", "subject_id", pl.col("ecg_time").dt.date().alias("day"))
@@ -212,8 +230,13 @@ def _biometrics(tables: Mapping[str, Path | str], cohort: pl.DataFrame, days: in
         if closest.height
         else pl.DataFrame(schema={"study_id": pl.Int64})
     )
-    cols = [pl.col(b).cast(pl.Float64) if b in wide.columns else pl.lit(None, pl.Float64) for b in BIOMETRICS]
-    return wide.select("study_id", *[c.alias(f"biometrics_{b}") for c, b in zip(cols, BIOMETRICS, strict=True)])
+    cols = [
+        pl.col(b).cast(pl.Float64) if b in wide.columns else pl.lit(None, pl.Float64)
+        for b in BIOMETRICS
+    ]
+    return wide.select(
+        "study_id", *[c.alias(f"biometrics_{b}") for c, b in zip(cols, BIOMETRICS, strict=True)]
+    )
 
 
 def _manifest(features: pl.DataFrame) -> str:
@@ -228,7 +251,11 @@ def _manifest(features: pl.DataFrame) -> str:
 
 
 def extract_features(
-    cohort: Path, tables: Mapping[str, Path | str], out: Path, manifest_out: Path, cfg: FeatureConfig
+    cohort: Path,
+    tables: Mapping[str, Path | str],
+    out: Path,
+    manifest_out: Path,
+    cfg: FeatureConfig,
 ) -> pl.DataFrame:
     """Compute the MDS-ED features of every cohort ECG and write them with a manifest.
 
@@ -258,14 +285,22 @@ def extract_features(
     features = (
         demo.join(bio, on="study_id", how="left")
         .join(per_stay.join(vit, on="stay_id", how="left"), on="study_id", how="left")
-        .join(per_stay.join(labs, on="stay_id", how="left").drop("stay_id"), on="study_id", how="left")
+        .join(
+            per_stay.join(labs, on="stay_id", how="left").drop("stay_id"), on="study_id", how="left"
+        )
         .drop("stay_id")
         .sort("study_id")
     )
     for group in ("biometrics_", "vitals_", "labvalues_"):
         cols = [c for c in features.columns if c.startswith(group)]
         n_any = features.select(pl.any_horizontal(pl.col(cols).is_not_null()).sum()).item()
-        log.info("%s: %d columns, %d of %d ECGs with any value", group.rstrip("_"), len(cols), n_any, features.height)
+        log.info(
+            "%s: %d columns, %d of %d ECGs with any value",
+            group.rstrip("_"),
+            len(cols),
+            n_any,
+            features.height,
+        )
     with atomic_path(out, suffix=".parquet") as tmp:
         features.write_parquet(tmp)
     write_text_atomic(manifest_out, _manifest(features))
