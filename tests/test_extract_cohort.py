@@ -6,8 +6,8 @@ import datetime as dt
 
 import polars as pl
 import pytest
-
 from mimic_fixtures import build, ecg, ed_dx, hosp_dx, patient, stay
+
 from pipeline.data.cohort import CohortConfig, extract_cohort
 from pipeline.data.tables import TableError
 
@@ -107,6 +107,6 @@ def test_repeated_study_id_is_an_error(tmp_path):
         "diagnosis": [ed_dx(10000001, 30000001, "I10")],
     }
     tables = build(tmp_path, rows)
-    with pytest.raises(TableError, match="record_list.*study_id"):
+    with pytest.raises(TableError, match=r"record_list.*study_id"):
         extract_cohort(tables, tmp_path / "c.parquet", CohortConfig())
     assert not (tmp_path / "c.parquet").exists()

@@ -25,9 +25,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from pipeline import schema
 from pipeline.io import atomic_path
 from pipeline.logs import progress
-from pipeline import schema
 from pipeline.schema import DATE_FORMAT, TIMESTAMP_FORMAT
 
 log = logging.getLogger(__name__)
@@ -203,16 +203,18 @@ def convert_table(table: str, src: Path, dst: Path, batch_rows: int) -> ConvertS
     last_log = start
     try:
         reader = _reader(src, columns, block_size)
-        with atomic_path(dst, suffix=".parquet") as tmp:
-            with pq.ParquetWriter(tmp, reader.schema, compression="zstd") as writer:
-                for batch in progress(reader, desc=f"convert {table}", unit="block"):
-                    writer.write_batch(batch)
-                    rows += batch.num_rows
-                    batches += 1
-                    now = time.monotonic()
-                    if now - last_log >= _LOG_EVERY_S:
-                        log.info("%s: %d rows (%.0f rows/s)", table, rows, rows / (now - start))
-                        last_log = now
+        with (
+            atomic_path(dst, suffix=".parquet") as tmp,
+            pq.ParquetWriter(tmp, reader.schema, compression="zstd") as writer,
+        ):
+            for batch in progress(reader, desc=f"convert {table}", unit="block"):
+                writer.write_batch(batch)
+                rows += batch.num_rows
+                batches += 1
+                now = time.monotonic()
+                if now - last_log >= _LOG_EVERY_S:
+                    log.info("%s: %d rows (%.0f rows/s)", table, rows, rows / (now - start))
+                    last_log = now
     except ConvertError:
         raise
     except (OSError, EOFError, pa.ArrowException) as exc:

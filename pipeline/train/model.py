@@ -206,18 +206,21 @@ def model_meta(
         "labels": names,
         "ecg_encoder": ecg_encoder_config(model.encoder),
         "encoder_frozen": model.encoder_frozen,
-        "tabular_encoder": None
-        if prep is None
-        else {
-            **dict(tab_cfg or {}),
-            "n_continuous": prep.n_continuous,
-            "cat_cardinalities": prep.cat_cardinalities,
-        },
+        "tabular_encoder": None if prep is None else tabular_encoder_meta(tab_cfg or {}, prep),
         "tabular": None if prep is None else prep.to_dict(),
         "heads": heads,
         "config": asdict(cfg),
         "best_epoch": best_epoch,
         "best_val_auroc": best_val_auroc,
+    }
+
+
+def tabular_encoder_meta(tab_cfg: Mapping[str, Any], prep: TabularPreprocessor) -> dict[str, Any]:
+    """How to rebuild a tabular encoder: its config section and the feature layout."""
+    return {
+        "config": dict(tab_cfg),
+        "n_continuous": prep.n_continuous,
+        "cat_cardinalities": prep.cat_cardinalities,
     }
 
 
@@ -229,8 +232,8 @@ def load_supervised(model_dir: Path) -> tuple[SupervisedModel, TabularPreprocess
     prep, tab_encoder = None, None
     if meta["tabular"] is not None:
         prep = TabularPreprocessor.from_dict(meta["tabular"])
-        tcfg = meta["tabular_encoder"]
-        tab_encoder = build_tabular_encoder(tcfg, tcfg["n_continuous"], tcfg["cat_cardinalities"])
+        t = meta["tabular_encoder"]
+        tab_encoder = build_tabular_encoder(t["config"], t["n_continuous"], t["cat_cardinalities"])
     head_cfg = meta["heads"]["head"]
     diag_cfg = meta["heads"].get("diagnosis_head")
     model = SupervisedModel(

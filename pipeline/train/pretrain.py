@@ -49,6 +49,7 @@ from pipeline.train.engine import (
     setup_runtime,
     write_history,
 )
+from pipeline.train.model import tabular_encoder_meta
 from pipeline.train.predict import macro_auroc, predict_probs
 from pipeline.train.tabular import fit_tabular, read_manifest
 
@@ -236,11 +237,7 @@ def pretrain(
         )
         meta = {
             "ecg_encoder": ecg_encoder_config(model.ecg_encoder),
-            "tabular_encoder": {
-                **tab_cfg,
-                "n_continuous": prep.n_continuous,
-                "cat_cardinalities": prep.cat_cardinalities,
-            },
+            "tabular_encoder": tabular_encoder_meta(tab_cfg, prep),
             "tabular": prep.to_dict(),
             "pretrain": asdict(cfg),
             "best_epoch": result.best_epoch,

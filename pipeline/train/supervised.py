@@ -191,11 +191,13 @@ def train_supervised(
             tabular=tab[part],
             targets=targets[part],
         )
+        # drop_last in training: batch norm (tabular encoder) needs >= 2 samples per batch;
+        # shuffling per epoch still shows every record.
         return EpochLoader(
             ds,
             cfg.batch_size,
             shuffle=shuffle,
-            drop_last=False,
+            drop_last=shuffle,
             seed=cfg.seed,
             num_workers=train_cfg.num_workers,
         )

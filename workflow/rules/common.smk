@@ -5,10 +5,11 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-# Scripts import `pipeline` from the repository root even when it is not pip-installed
-# (cluster jobs inherit this environment variable).
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (workflow.basedir, os.environ.get("PYTHONPATH", "")) if p
+# Rule scripts import `pipeline` from the repository root even where it is not
+# pip-installed (e.g. --sdm conda envs). We set, not require, this variable, and every job
+# (local or SLURM) re-evaluates this file, so no envvars assertion applies.
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(p for p in (workflow.basedir, os.getenv("PYTHONPATH")) if p)
 )
 
 R = config["results"]
