@@ -20,8 +20,8 @@ ECG, HOSP, ED = "mimic_iv_ecg", "mimic_iv", "mimic_iv_ed"
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 DATE_FORMAT = "%Y-%m-%d"
 
-I64, F64, STR = pl.Int64, pl.Float64, pl.Utf8
-TS, DATE = pl.Datetime("us"), pl.Date
+I64, F64, STR = pl.Int64(), pl.Float64(), pl.String()
+TS, DATE = pl.Datetime("us"), pl.Date()
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import math
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -67,6 +68,23 @@ STAGE_TAG = "ecg_explain.stage"
 PARENT_TAG = "mlflow.parentRunId"
 LOCK_NAME = ".mlflow.lock"
 _RETRY_SLEEPS_S = (0.5, 2.0)  # a locked sqlite database usually frees up within seconds
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """The ``mlflow`` config section plus the results directory (the parent run's key).
+
+    Built as ``TrackingConfig(**config["mlflow"], results_dir=config["results"])``.
+
+    Attributes:
+        tracking_uri: MLflow tracking URI; ``""`` disables tracking.
+        experiment: Experiment name.
+        results_dir: The pipeline's results directory.
+    """
+
+    tracking_uri: str = ""
+    experiment: str = "ecg-explain"
+    results_dir: str = "results"
 
 
 def _is_identifier(key: str) -> bool:
@@ -255,7 +273,12 @@ def _file_lock(results_dir: Path) -> Iterator[None]:
     """Serialise find-or-create across the Snakemake jobs that start at the same time."""
     results_dir.mkdir(parents=True, exist_ok=True)
     with (results_dir / LOCK_NAME).open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        except OSError as exc:  # some network file systems refuse flock
+            log.warning("cannot lock %s (%s); MLflow parent lookup unguarded", fh.name, exc)
+            yield
+            return
         try:
             yield
         finally:

@@ -168,3 +168,39 @@ def lab(
         "ref_range_lower": lower,
         "ref_range_upper": upper,
     }
+
+
+# --- a small generated cohort, shared by the test modules of one session -----------------
+
+SYNTH_SUBJECTS = 400
+_SYNTH: dict[Path, tuple[Path, dict[str, Path], Path]] = {}
+
+
+def synthetic(base: Path) -> tuple[Path, dict[str, Path], Path]:
+    """Generate (once per session) a small synthetic cohort under ``base``, convert it and
+    extract the ED cohort. Returns (source root, parquet tables, cohort parquet)."""
+    if base not in _SYNTH:
+        from pipeline.data.cohort import CohortConfig, extract_cohort
+        from pipeline.synth import SynthConfig, synthesize_cohort
+
+        src = base / "src"
+        cfg = SynthConfig(seed=7, n_subjects=SYNTH_SUBJECTS, write_waveforms=False)
+        synthesize_cohort(
+            cfg, src / "mimic-iv", src / "mimic-iv-ed", src / "mimic-iv-ecg", base / "gt.parquet"
+        )
+        tables = convert_source(src, base / "parquet")
+        cohort = base / "cohort.parquet"
+        extract_cohort(tables, cohort, CohortConfig(ed_window_minutes=90))
+        _SYNTH[base] = (src, tables, cohort)
+    return _SYNTH[base]
+
+
+def read_source(src: Path, table: str):  # -> pandas.DataFrame (pandas imported lazily)
+    """A source table read whole with pandas, for independent reference computations."""
+    import pandas as pd
+
+    spec = TABLES[table]
+    dates = [c for c, t in spec.columns.items() if str(t).startswith(("Datetime", "Date"))]
+    return pd.read_csv(
+        source_file(src, table), parse_dates=dates, keep_default_na=False, na_values=[""]
+    )

@@ -116,6 +116,12 @@ def test_keops_gradients_match_torch() -> None:
         (out.real.square().sum() + out.imag.sum()).backward()
         grads[name] = (vv.grad, ww.grad)
     torch.testing.assert_close(grads["keops"], grads["torch"], rtol=1e-9, atol=1e-9)
+    x = 0.1 * w
+    for name, fn in (("keops", vandermonde_keops), ("torch", vandermonde_torch)):
+        vv, xx = v[:, :2].clone().requires_grad_(True), x.clone().requires_grad_(True)
+        fn(vv, xx, 9).square().sum().backward()
+        grads[name] = (vv.grad, xx.grad)
+    torch.testing.assert_close(grads["keops"], grads["torch"], rtol=1e-9, atol=1e-9)
 
 
 def test_dispatch_and_auto_backend() -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pandas as pd
 import polars as pl
 import pytest
-from mimic_fixtures import build, ecg, ed_dx, hosp_dx, patient, stay
+from mimic_fixtures import build, ecg, ed_dx, hosp_dx, patient, read_source, stay, synthetic
 
 from pipeline.data.cohort import CohortConfig, extract_cohort
 from pipeline.data.tables import TableError
@@ -49,12 +50,12 @@ def cohort(tmp_path):
     }
     tables = build(tmp_path, rows)
     out = tmp_path / "cohort.parquet"
-    stats = extract_cohort(tables, out, CohortConfig(ed_window_minutes=90))
-    return pl.read_parquet(out), stats
+    stats = extract_cohort(tables, out, CohortConfig(ed_window_minutes=90), tmp_path / "drop.tsv")
+    return pl.read_parquet(out), stats, pl.read_csv(tmp_path / "drop.tsv", separator="\t")
 
 
 def test_window_edges_and_first_stay(cohort):
-    df, _ = cohort
+    df, _, _ = cohort
     got = dict(zip(df["study_id"], df["stay_id"], strict=True))
     assert got == {
         40000001: 30000001,
@@ -66,7 +67,7 @@ def test_window_edges_and_first_stay(cohort):
 
 
 def test_columns_and_values(cohort):
-    df, stats = cohort
+    df, stats, _ = cohort
     assert df.columns == [
         "study_id",
         "subject_id",
@@ -93,10 +94,22 @@ def test_columns_and_values(cohort):
 
 
 def test_first_in_stay_one_per_stay(cohort):
-    df, _ = cohort
+    df, _, _ = cohort
     firsts = df.filter(pl.col("first_in_stay"))
     assert sorted(firsts["study_id"]) == [40000001, 40000004, 40000006]  # tie -> smaller id
     assert firsts["stay_id"].n_unique() == df["stay_id"].n_unique() == firsts.height
+
+
+def test_every_dropped_record_has_a_reason(cohort):
+    df, _, dropped = cohort
+    reasons = dict(zip(dropped["study_id"], dropped["reason"], strict=True))
+    assert {k: v.split(" ")[1] for k, v in reasons.items()} == {
+        40000003: "ED",
+        40000005: "ED",
+        40000008: "patients",
+        40000007: "diagnosis",
+    }
+    assert len(reasons) + df.height == 9  # every record is in the cohort or listed
 
 
 def test_repeated_study_id_is_an_error(tmp_path):
@@ -110,3 +123,23 @@ def test_repeated_study_id_is_an_error(tmp_path):
     with pytest.raises(TableError, match=r"record_list.*study_id"):
         extract_cohort(tables, tmp_path / "c.parquet", CohortConfig())
     assert not (tmp_path / "c.parquet").exists()
+
+
+def test_synthetic_cohort_matches_pandas(tmp_path_factory):
+    """Cohort size and stay assignment against a whole-table pandas computation."""
+    src, _, cohort_path = synthetic(tmp_path_factory.getbasetemp() / "synthetic")
+    ecgs = read_source(src, "record_list")
+    stays = read_source(src, "edstays")
+    m = ecgs.merge(stays[["subject_id", "stay_id", "hadm_id", "intime"]], on="subject_id")
+    m = m[(m.ecg_time >= m.intime) & (m.ecg_time <= m.intime + pd.Timedelta(minutes=90))]
+    m = m.sort_values(["intime", "stay_id"]).drop_duplicates("study_id", keep="first")
+    m = m[m.subject_id.isin(read_source(src, "patients").subject_id)]
+    hosp = set(read_source(src, "diagnoses_icd").hadm_id)
+    ed = set(read_source(src, "diagnosis").stay_id)
+    m = m[m.hadm_id.isin(hosp) | m.stay_id.isin(ed)]
+    got = pl.read_parquet(cohort_path)
+    assert got.height == len(m) > 100
+    assert dict(zip(got["study_id"], got["stay_id"], strict=True)) == dict(
+        zip(m.study_id, m.stay_id, strict=True)
+    )
+    assert got.filter(pl.col("first_in_stay")).height == m.stay_id.nunique()

@@ -12,7 +12,7 @@ import pytest
 import wfdb
 from scipy.signal import resample_poly
 
-from pipeline.data.ecg_store import ShardStore
+from pipeline.data.ecg_store import ShardStore, resample
 from pipeline.data.shard import ShardConfig, merge_shard_groups, shard_group
 from pipeline.schema import LEADS, MISSING_ADC
 from tests.wfdb_fixtures import ecg_digital, make_cohort, write_record
@@ -200,10 +200,19 @@ def test_all_quarantined_group_and_bad_root_fail_loudly(tmp_path) -> None:
     cohort, _ = make_cohort(root, 2)
     for p in cohort["path"]:
         (root / (p + ".dat")).unlink()
-    with pytest.raises(RuntimeError, match="all 2 records quarantined.*missing_signal"):
+    with pytest.raises(RuntimeError, match=r"all 2 records quarantined.*missing_signal"):
         shard_all(cohort, root, tmp_path / "out", ShardConfig(1, 4, 100, 3.0))
     assert not (tmp_path / "out" / "shards" / "group_0").exists()  # nothing partial left
     with pytest.raises(FileNotFoundError, match="nowhere"):
         shard_all(cohort, tmp_path / "nowhere", tmp_path / "out", ShardConfig(1, 4, 100, 3.0))
-    with pytest.raises(ValueError, match="shard.fs_out=100"):
+    with pytest.raises(ValueError, match=r"shard\.fs_out=100"):
         ShardConfig(1, 4, 100, 3.0, n_samples=4999)
+
+
+@pytest.mark.parametrize(("fs_out", "n"), [(100, 5000), (250, 5000), (50, 4999), (200, 5000)])
+def test_resample_equals_resample_poly(fs_out: int, n: int) -> None:
+    x = np.random.default_rng(fs_out).normal(size=(3, 12, n)).astype(np.float32)
+    got = resample(x, 500, fs_out)
+    want = resample_poly(x.astype(np.float64), fs_out, 500, axis=-1)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-5)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +17,18 @@ EXP = "ecg-explain-test"
 
 
 @pytest.fixture(scope="module")
-def db_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One sqlite tracking database for the whole module (creating one takes seconds)."""
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/nested/mlflow.db"
+def db_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One sqlite tracking database for the whole module (creating one takes seconds).
+
+    The URI is relative, as in the default config, so the module runs in a scratch working
+    directory: the database's missing parent directory must be created.
+    """
+    cwd = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("mlflow"))
+    try:
+        yield "sqlite:///nested/dir/mlflow.db"
+    finally:
+        os.chdir(cwd)
 
 
 def _client(uri: str):
@@ -43,7 +54,7 @@ def test_two_stages_share_one_parent(db_uri: str, tmp_path: Path) -> None:
         run.set_tag("note", "first")
     with stage_run(db_uri, EXP, results, "finetune_diagnoses", {"seed": 0}) as run2:
         run2.log_metrics({"val_macro_auroc": 0.7})
-    assert Path(db_uri.removeprefix("sqlite:///")).is_file()  # nested parent dir created
+    assert Path("nested/dir/mlflow.db").is_file()  # relative to the cwd, parents created
 
     runs = _runs(db_uri, results)
     parents = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "parent"]
@@ -86,6 +97,9 @@ def test_parent_run_and_artifacts(db_uri: str, tmp_path: Path) -> None:
     assert run.run_id == parent
     assert client.get_run(parent).data.metrics["method_diagnoses.macro_auroc"] == 0.8
     assert [a.path for a in client.list_artifacts(parent, "tables")] == ["tables/table1.csv"]
+    # Artifacts land beside the database, not in ./mlruns of whatever directory ran first.
+    stored = list(Path("nested/dir/mlartifacts").rglob("table1.csv"))
+    assert len(stored) == 1 and stored[0].read_text() == table.read_text()
 
 
 def test_failed_stage_is_marked_failed(db_uri: str, tmp_path: Path) -> None:

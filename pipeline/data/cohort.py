@@ -114,7 +114,24 @@ def _first_in_stay(cohort: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def extract_cohort(tables: Mapping[str, Path | str], out: Path, cfg: CohortConfig) -> CohortStats:
+def _dropped(kept: list[pl.DataFrame], reasons: list[str]) -> pl.DataFrame:
+    """(study_id, reason) for the records each step lost; ``kept[i + 1]`` is a subset of
+    ``kept[i]`` and ``reasons[i]`` says why step i + 1 dropped the rest."""
+    parts = [
+        before.select("study_id")
+        .join(after.select("study_id"), on="study_id", how="anti")
+        .with_columns(pl.lit(reason).alias("reason"))
+        for before, after, reason in zip(kept[:-1], kept[1:], reasons, strict=True)
+    ]
+    return pl.concat(parts).sort("study_id")
+
+
+def extract_cohort(
+    tables: Mapping[str, Path | str],
+    out: Path,
+    cfg: CohortConfig,
+    dropped_out: Path | None = None,
+) -> CohortStats:
     """Build the ED-ECG cohort and write it to ``out`` (parquet, one row per ECG).
 
     Args:
@@ -122,12 +139,15 @@ def extract_cohort(tables: Mapping[str, Path | str], out: Path, cfg: CohortConfi
             diagnoses_icd and diagnosis.
         out: the cohort parquet (columns :data:`COLUMNS`, sorted by study_id).
         cfg: the window.
+        dropped_out: optional TSV (study_id, reason) listing every record_list ECG that
+            is not in the cohort and why.
 
     Raises:
         TableError: a table is missing or malformed, or record_list repeats a study_id.
     """
     records = scan(tables, "record_list", ["subject_id", "study_id", "ecg_time", "path"])
-    n_records, n_unique = collect(records.select(pl.len(), pl.col("study_id").n_unique())).row(0)
+    all_ids = collect(records.select("study_id"))
+    n_records, n_unique = all_ids.height, all_ids["study_id"].n_unique()
     if n_records != n_unique:
         raise TableError(
             f"{tables['record_list']}: study_id is not unique ({n_records - n_unique} repeats)"
@@ -138,7 +158,7 @@ def extract_cohort(tables: Mapping[str, Path | str], out: Path, cfg: CohortConfi
     in_window = collect(_match_stays(records, stays, window))
     log.info("%d ECGs within %d min after an ED intime", in_window.height, cfg.ed_window_minutes)
     patients = scan(tables, "patients", ["subject_id", "gender", "anchor_age", "anchor_year"])
-    with_patient = (
+    with_patient = collect(
         in_window.lazy()
         .join(patients, on="subject_id", how="inner")
         .filter(pl.col("anchor_age").is_not_null() & pl.col("anchor_year").is_not_null())
@@ -148,11 +168,11 @@ def extract_cohort(tables: Mapping[str, Path | str], out: Path, cfg: CohortConfi
             .alias("age")
         )
     )
-    n_patient = collect(with_patient.select(pl.len())).item()
+    n_patient = with_patient.height
     log.info(
         "%d ECGs dropped: subject without a patients row or anchor", in_window.height - n_patient
     )
-    cohort = collect(_has_diagnosis(with_patient, tables))
+    cohort = collect(_has_diagnosis(with_patient.lazy(), tables))
     log.info("%d ECGs dropped: no diagnosis statement", n_patient - cohort.height)
     cohort = _first_in_stay(cohort).select(COLUMNS)
     stats = CohortStats(
@@ -169,6 +189,15 @@ def extract_cohort(tables: Mapping[str, Path | str], out: Path, cfg: CohortConfi
         stats.n_stays,
         stats.n_subjects,
     )
+    if dropped_out is not None:
+        reasons = [
+            f"no ED stay with intime <= ecg_time <= intime + {cfg.ed_window_minutes} min",
+            "no patients row or anchor year/age",
+            "no diagnosis codes (admission or ED stay)",
+        ]
+        dropped = _dropped([all_ids, in_window, with_patient, cohort], reasons)
+        with atomic_path(dropped_out, suffix=".tsv") as tmp:
+            dropped.write_csv(tmp, separator="\t")
     with atomic_path(out, suffix=".parquet") as tmp:
         cohort.write_parquet(tmp)
     return stats

@@ -18,7 +18,7 @@ from pipeline.data.tables import collect, scan
 
 # Values outside these bounds are implausible (device errors, placeholder numbers) and
 # become missing. The protocol names ALT, AST, ALP, CK, glucose, lactate and platelets
-# > 2000; the percentage and pH bounds are physical limits; every other lab (except
+# > 2000; the percentage and pH (0-14) bounds are physical limits; every other lab (except
 # Base Excess, which is signed) must be non-negative.
 _UPPER_2000 = (
     "Alanine Aminotransferase (ALT)",
@@ -42,7 +42,7 @@ _PERCENT = (
 PLAUSIBLE: dict[str, tuple[float | None, float | None]] = (
     {lab: (0.0, 2000.0) for lab in _UPPER_2000}
     | {lab: (0.0, 100.0) for lab in _PERCENT}
-    | {"pH": (4.0, 9.0), "Base Excess": (None, None)}
+    | {"pH": (0.0, 14.0), "Base Excess": (None, None)}
 )
 DEFAULT_BOUNDS: tuple[float | None, float | None] = (0.0, None)
 

@@ -7,7 +7,11 @@ offset) and ``quarantine.tsv`` (records that could not be used, with the reason)
 are keyed by record only; the splits never influence them.
 
 Preprocessing follows the MDS-ED / CardioLab protocol: NaNs linearly interpolated per
-lead, amplitudes clipped to +-clip_mv, 500 Hz -> fs_out by polyphase resampling.
+lead, amplitudes clipped to +-clip_mv, 500 Hz -> fs_out by polyphase resampling
+(:func:`resample`: resample_poly's FIR filter, applied by FFT convolution for integer
+decimation). Records are processed in batches, in parallel worker processes when the
+rule has several threads, and written in input order, so the output does not depend
+on the worker count.
 
 Quarantine reasons (``kind: detail``): missing_header, missing_signal, bad_header,
 truncated_signal, signal_size, lead_set, sampling_frequency, length, units, read_error,
@@ -23,21 +27,19 @@ the extraction stage's concern, and quarantining would drop valid signals over m
 from __future__ import annotations
 
 import logging
-import math
 import multiprocessing
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-from scipy.signal import resample_poly
 
-from pipeline.data.ecg_store import RecordError, read_record
+from pipeline.data.ecg_store import RecordError, read_record, resample, signal_problem
 from pipeline.io import atomic_path
 from pipeline.logs import progress
 from pipeline.schema import FS_HZ, LEADS, N_SAMPLES
@@ -121,30 +123,6 @@ class _Batch:
     quarantined: list[tuple[int, str]]  # (study_id, reason)
 
 
-def _interpolate_nans(x: np.ndarray) -> None:
-    """Linear interpolation over NaNs per lead, in place; edges take the nearest value.
-
-    Args:
-        x: (12, T) float32; no lead may be entirely NaN.
-    """
-    t = np.arange(x.shape[1])
-    for lead in np.flatnonzero(np.isnan(x).any(axis=1)):
-        bad = np.isnan(x[lead])
-        x[lead, bad] = np.interp(t[bad], t[~bad], x[lead, ~bad])
-
-
-def _signal_problem(x: np.ndarray) -> str | None:
-    """Interpolate NaNs in a (12, T) signal; return a quarantine reason or None."""
-    all_nan = np.isnan(x).all(axis=1)
-    if all_nan.any():
-        return "all_nan_lead: " + ",".join(LEADS[i] for i in np.flatnonzero(all_nan))
-    _interpolate_nans(x)
-    flat = np.ptp(x, axis=1) == 0
-    if flat.any():
-        return "flat_lead: " + ",".join(LEADS[i] for i in np.flatnonzero(flat))
-    return None
-
-
 def _time_mismatch(header: datetime | None, ecg_time: datetime | None, tol_s: float) -> bool:
     if header is None or ecg_time is None:
         return True
@@ -160,7 +138,7 @@ def _process_batch(rows: Sequence[Row], ecg_root: Path, cfg: ShardConfig) -> _Ba
         except RecordError as err:
             bad.append((study_id, str(err)))
             continue
-        reason = _signal_problem(rec.signal)
+        reason = signal_problem(rec.signal)
         if reason is not None:
             bad.append((study_id, reason))
             continue
@@ -169,10 +147,9 @@ def _process_batch(rows: Sequence[Row], ecg_root: Path, cfg: ShardConfig) -> _Ba
         mismatch.append(_time_mismatch(rec.base_datetime, ecg_time, cfg.time_tolerance_s))
     out = np.empty((0, len(LEADS), cfg.out_len), np.float16)
     if sigs:
-        x = np.clip(np.stack(sigs), -cfg.clip_mv, cfg.clip_mv)  # (n, 12, T)
-        g = math.gcd(cfg.fs_out, cfg.fs_in)
-        # One call over the whole batch: the polyphase filter runs along the last axis.
-        out = resample_poly(x, cfg.fs_out // g, cfg.fs_in // g, axis=-1).astype(np.float16)
+        x = np.stack(sigs)  # (n, 12, T)
+        np.clip(x, -cfg.clip_mv, cfg.clip_mv, out=x)
+        out = resample(x, cfg.fs_in, cfg.fs_out).astype(np.float16)  # (n, 12, L_out)
     return _Batch(ok, out, mismatch, bad)
 
 
@@ -189,15 +166,21 @@ def _executor(workers: int) -> Executor | None:
 
 
 def _batches(rows: list[Row], ecg_root: Path, cfg: ShardConfig, workers: int) -> Iterator[_Batch]:
+    """Batch results in input order, so shards are identical for any worker count."""
     chunks = [rows[i : i + cfg.batch_records] for i in range(0, len(rows), cfg.batch_records)]
     pool = _executor(workers)
     if pool is None:
         yield from (_process_batch(c, ecg_root, cfg) for c in chunks)
         return
     with pool:
-        # map keeps submission order, so the shards are identical for any worker count.
-        n = len(chunks)
-        yield from pool.map(_process_batch, chunks, [ecg_root] * n, [cfg] * n)
+        # At most 2 batches per worker in flight: memory stays bounded when the writer lags.
+        pending: deque[Future[_Batch]] = deque()
+        for chunk in chunks:
+            pending.append(pool.submit(_process_batch, chunk, ecg_root, cfg))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _records(batches: Iterator[_Batch]) -> Iterator[tuple[int, np.ndarray | None, str | bool]]:
@@ -252,29 +235,13 @@ def shard_group(
     paths = {sid: path for sid, path, _ in rows}
     log.info("group %d: %d records, %d worker(s)", group, len(rows), workers)
 
-    buf = np.empty((cfg.shard_size, len(LEADS), cfg.out_len), np.float16)
-    index: list[tuple[int, str, int]] = []
-    quarantine: list[tuple[int, str, str]] = []
-    n_shards = fill = n_mismatch = 0
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         records = _records(_batches(rows, ecg_root, cfg, workers))
-        for sid, sig, note in progress(
-            records, desc=f"shard g{group}", total=len(rows), unit="rec"
-        ):
-            if sig is None:
-                quarantine.append((sid, paths[sid], str(note)))
-                continue
-            index.append((sid, f"{out_dir.name}/shard_{n_shards:05d}.npy", fill))
-            buf[fill] = sig
-            fill += 1
-            n_mismatch += bool(note)
-            if fill == cfg.shard_size:
-                np.save(tmp / f"shard_{n_shards:05d}.npy", buf[:fill])
-                n_shards, fill = n_shards + 1, 0
-        if fill:  # the last, shorter shard
-            np.save(tmp / f"shard_{n_shards:05d}.npy", buf[:fill])
-            n_shards += 1
+        records = progress(records, desc=f"shard g{group}", total=len(rows), unit="rec")
+        index, quarantine, n_shards, n_mismatch = _write_shards(
+            records, tmp, out_dir.name, paths, cfg
+        )
         _check_complete(rows, index, quarantine, group, ecg_root)
         _write_tables(tmp, index, quarantine)
     report = ShardReport(
@@ -284,6 +251,43 @@ def shard_group(
     )  # fmt: skip
     _log_report(report, cfg)
     return report
+
+
+def _write_shards(
+    records: Iterator[tuple[int, np.ndarray | None, str | bool]],
+    tmp: Path,
+    group_name: str,
+    paths: dict[int, str],
+    cfg: ShardConfig,
+) -> tuple[list[tuple[int, str, int]], list[tuple[int, str, str]], int, int]:
+    """Pack usable records into shard files of ``shard_size`` inside ``tmp``.
+
+    The index names shards relative to results/shards (``group_<g>/shard_<n>.npy``):
+    ``tmp`` is renamed to the group directory ``group_name`` once complete.
+
+    Returns:
+        (index rows (study_id, shard, offset), quarantine rows (study_id, path, reason),
+        number of shard files, number of header-time mismatches).
+    """
+    buf = np.empty((cfg.shard_size, len(LEADS), cfg.out_len), np.float16)  # (S, 12, L)
+    index: list[tuple[int, str, int]] = []
+    quarantine: list[tuple[int, str, str]] = []
+    n_shards = fill = n_mismatch = 0
+    for sid, sig, note in records:
+        if sig is None:
+            quarantine.append((sid, paths[sid], str(note)))
+            continue
+        index.append((sid, f"{group_name}/shard_{n_shards:05d}.npy", fill))
+        buf[fill] = sig
+        fill += 1
+        n_mismatch += bool(note)
+        if fill == cfg.shard_size:
+            np.save(tmp / f"shard_{n_shards:05d}.npy", buf[:fill])
+            n_shards, fill = n_shards + 1, 0
+    if fill:  # the last, shorter shard
+        np.save(tmp / f"shard_{n_shards:05d}.npy", buf[:fill])
+        n_shards += 1
+    return index, quarantine, n_shards, n_mismatch
 
 
 def _check_complete(
@@ -320,8 +324,9 @@ def _log_report(r: ShardReport, cfg: ShardConfig) -> None:
         r.group, r.n_sharded, r.n_records, r.n_shards, r.seconds, rate,
     )  # fmt: skip
     msg = f"shard group {r.group}: {r.n_quarantined} of {r.n_records} records quarantined"
-    print(msg + (f" {r.reasons}" if r.reasons else ""))
-    (log.warning if r.n_quarantined else log.info)("%s %s", msg, r.reasons or "")
+    msg += f" {r.reasons}" if r.reasons else ""
+    print(msg)
+    (log.warning if r.n_quarantined else log.info)(msg)
     if r.n_time_mismatch:
         log.warning(
             "group %d: %d kept record(s) whose header time is missing or differs from the "

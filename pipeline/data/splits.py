@@ -68,9 +68,9 @@ class SplitConfig:
                     raise ValueError(f"splits.{key}: fold {f} is also in splits.{seen[f]}")
                 seen[f] = key
 
-    def roles(self) -> dict[str, tuple[int, ...]]:
+    def roles(self) -> dict[str, Sequence[int]]:
         """Folds of each part."""
-        return {"train": self.train_folds, "val": self.val_folds, "test": self.test_folds}  # type: ignore[dict-item]
+        return {"train": self.train_folds, "val": self.val_folds, "test": self.test_folds}
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,10 @@ def _subjects(cohort: Path, age_bins: Sequence[float]) -> pl.DataFrame:
         .first()
         .with_columns(
             u=pl.int_range(pl.len(), dtype=pl.Int64),
-            age_bin=pl.col("age").cut(list(age_bins), labels=None).to_physical(),
+            # bin number = edges at or below the age (0 .. len(edges)); null age stays null
+            age_bin=pl.when(pl.col("age").is_not_null()).then(
+                pl.sum_horizontal(*[(pl.col("age") >= e).cast(pl.Int64) for e in age_bins])
+            ),
         )
         .collect()
     )
@@ -333,22 +336,24 @@ def select_lab_targets(
     for part, ids in (("val", val_ids), ("test", test_ids)):
         sub = lt.join(pl.scan_parquet(ids).select("study_id"), on="study_id", how="semi")
         counts = sub.select(
-            *[(pl.col(t) == 1).sum().alias(f"{t}\x00pos") for t in targets],
-            *[(pl.col(t) == 0).sum().alias(f"{t}\x00neg") for t in targets],
+            *[(pl.col(t) == 1).sum().alias(f"pos{i}") for i, t in enumerate(targets)],
+            *[(pl.col(t) == 0).sum().alias(f"neg{i}") for i, t in enumerate(targets)],
         ).collect()
-        table = table.with_columns(
-            pl.Series(f"n_pos_{part}", [counts[f"{t}\x00pos"][0] for t in targets], pl.Int64),
-            pl.Series(f"n_neg_{part}", [counts[f"{t}\x00neg"][0] for t in targets], pl.Int64),
+        table = table.with_columns(  # columns in order n_pos_val, n_neg_val, n_pos_test, ...
+            pl.Series(
+                f"n_pos_{part}", [counts[f"pos{i}"][0] for i in range(len(targets))], pl.Int64
+            ),
+            pl.Series(
+                f"n_neg_{part}", [counts[f"neg{i}"][0] for i in range(len(targets))], pl.Int64
+            ),
         )
     count_cols = [c for c in table.columns if c != "target"]
     kept = table.filter(pl.min_horizontal(count_cols) >= min_per_class) if targets else table
     with atomic_path(out, suffix=".tsv") as tmp:
-        kept.select("target", *sorted(count_cols, key=_count_order)).write_csv(tmp, separator="\t")
-    log.info("lab targets: %d of %d kept (>= %d per class)", kept.height, len(targets), min_per_class)
+        kept.write_csv(tmp, separator="\t")
+    log.info(
+        "lab targets: %d of %d kept (>= %d per class)", kept.height, len(targets), min_per_class
+    )
     if not kept.height:
         log.warning("no lab target reaches %d per class in both val and test", min_per_class)
     return kept["target"].to_list()
-
-
-def _count_order(col: str) -> int:
-    return ["n_pos_val", "n_neg_val", "n_pos_test", "n_neg_test"].index(col)

@@ -73,7 +73,13 @@ def _weights(indices: np.ndarray, n: int) -> np.ndarray:
     """How often each record appears in each resample: (b, n) counts from (b, n) indices."""
     b = indices.shape[0]
     offsets = (np.arange(b, dtype=np.int64) * n)[:, None]  # (b, 1)
-    return np.bincount((indices + offsets).ravel(), minlength=b * n).reshape(b, n)
+    counts = np.bincount((indices + offsets).ravel(), minlength=b * n).reshape(b, n)
+    # The per-label gathers are memory-bound: store counts in the smallest integer type that
+    # holds them (a record is rarely drawn more than ~12 times, so int8 nearly always).
+    for dtype in (np.int8, np.int16):
+        if counts.max(initial=0) <= np.iinfo(dtype).max:
+            return counts.astype(dtype)
+    return counts.astype(np.int32)
 
 
 class _LabelRanks:
@@ -100,13 +106,13 @@ class _LabelRanks:
         """AUROC per resample from record counts ``w`` (b, n); NaN without both classes."""
         b = w.shape[0]
         wn = w[:, self.neg_rows]  # (b, n_neg)
-        cum = np.zeros((b, wn.shape[1] + 1), dtype=np.int64)  # (b, n_neg + 1)
-        np.cumsum(wn, axis=1, out=cum[:, 1:])
+        cum = np.zeros((b, wn.shape[1] + 1), dtype=np.int64 if w.shape[1] >= 2**31 else np.int32)
+        np.cumsum(wn, axis=1, dtype=cum.dtype, out=cum[:, 1:])  # (b, n_neg + 1)
         wp = w[:, self.pos_rows].astype(np.int64)  # (b, n_pos)
         # Twice the Mann-Whitney U: each positive counts the negatives below it twice and
         # tied negatives once; integers, so the only rounding is the final division.
         twice_u = (wp * (cum[:, self.below] + cum[:, self.upto])).sum(axis=1)  # (b,)
-        n_pairs = wp.sum(axis=1) * cum[:, -1]  # (b,) positive-negative pairs
+        n_pairs = wp.sum(axis=1) * cum[:, -1].astype(np.int64)  # (b,) positive-negative pairs
         with np.errstate(invalid="ignore", divide="ignore"):
             out = twice_u / (2.0 * n_pairs)
         out[n_pairs == 0] = np.nan
@@ -133,7 +139,9 @@ def auroc_per_label(target: np.ndarray, prob: np.ndarray) -> np.ndarray:
     """
     _check_shapes(target, prob)
     ones = np.ones((1, target.shape[0]), dtype=np.int64)  # the identity "resample"
-    return np.array([_LabelRanks(target[:, k], prob[:, k]).auroc(ones)[0] for k in range(target.shape[1])])
+    return np.array(
+        [_LabelRanks(target[:, k], prob[:, k]).auroc(ones)[0] for k in range(target.shape[1])]
+    )
 
 
 def bootstrap_auroc(

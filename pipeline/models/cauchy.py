@@ -19,8 +19,9 @@ Backends:
 * ``naive``: materialises the full (B, K, N, L) matrix in one go (reference for tests and the
   benchmark baseline).
 * ``torch``: pure torch, chunked over L. The (B, N, chunk) matrix is shared by the K vectors
-  (one batched matmul instead of K separate reductions) and each chunk is recomputed in the
-  backward pass (activation checkpointing), so memory stays bounded for any L.
+  (one batched matmul instead of K separate reductions), and a hand-written backward recomputes
+  it chunk by chunk instead of letting autograd keep every chunk, so memory stays bounded for
+  any L (and complex elementwise autograd, slow on CPU, is avoided).
 * ``keops``: pykeops LazyTensor reduction with real/imaginary parts split by hand; the (N x L)
   matrix is never materialised, and KeOps derives the gradient formulas symbolically.
 """
@@ -28,19 +29,19 @@ Backends:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
+from torch.autograd.function import once_differentiable
 
 BACKENDS = ("naive", "torch", "keops")
 
-#: Elements of one (B, N, chunk) complex temporary in the chunked torch path. 2**22 complex64
-#: values are 32 MiB; a chunk holds about six such temporaries at its peak (two Cauchy matrices
-#: and their gradients), i.e. ~200 MiB whatever L is, while chunks stay long enough (>= 128
-#: frequencies for B*N <= 32768, e.g. H = 512 channels x 64 states) to keep matmuls efficient.
+#: Elements of one (B, N, chunk) temporary in the chunked torch path. The backward holds about a
+#: dozen real float32 temporaries of that size at its peak (Cauchy parts, their sums, the four
+#: contractions with the upstream gradient): 2**22 elements -> 16 MiB each, ~200 MiB in all
+#: whatever L is, while chunks stay long enough (>= 256 frequencies for B*N <= 16384, e.g.
+#: H = 512 channels x 32 complex states) for efficient batched matmuls.
 CHUNK_ELEMENTS = 2**22
 
 
@@ -75,25 +76,62 @@ def cauchy_naive(v: Tensor, z: Tensor, w: Tensor) -> Tensor:
     return (v4 / (z - w4) + v4.conj() / (z - w4.conj())).sum(dim=2)  # (B, K, L)
 
 
-def _cauchy_block(v: Tensor, z: Tensor, w: Tensor) -> Tensor:
-    r1 = 1.0 / (z - w[..., None])  # (B, N, c)
-    r2 = 1.0 / (z - w.conj()[..., None])  # (B, N, c)
-    return v @ r1 + v.conj() @ r2  # (B, K, c)
+def _cauchy_parts(z: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Real parts of 1/(z - w) = a1 + i b1 and 1/(z - conj w) = a2 + i b2; (B, N, c) each.
+
+    Real arithmetic: complex elementwise kernels are several times slower on CPU.
+    """
+    dr = z.real - w.real[..., None]  # (B, N, c)
+    d1, d2 = z.imag - w.imag[..., None], z.imag + w.imag[..., None]  # (B, N, c)
+    dr2 = dr.square()
+    n1, n2 = (dr2 + d1.square()).reciprocal(), (dr2 + d2.square()).reciprocal()
+    return dr * n1, -d1 * n1, dr * n2, -d2 * n2
 
 
-def _chunked(
-    block: Callable[..., Tensor], args: tuple[Tensor, ...], z: Tensor, chunk: int
-) -> Tensor:
-    """Apply ``block(*args, z_chunk)`` over chunks of z, recomputing each chunk in backward."""
-    grad = torch.is_grad_enabled() and any(a.requires_grad for a in args)
-    outs = []
-    for start in range(0, z.shape[0], chunk):
-        zc = z[start : start + chunk]
-        if grad:
-            outs.append(checkpoint(block, *args, zc, use_reentrant=False))
-        else:
-            outs.append(block(*args, zc))
-    return torch.cat(outs, dim=-1)
+class _CauchyChunked(torch.autograd.Function):
+    """Chunked Cauchy sum with a hand-written chunked backward (nothing (N x L) is saved).
+
+    With v = vr + i vi, out = v r1 + conj(v) r2 is
+    re = vr (a1 + a2) + vi (b2 - b1), im = vr (b1 + b2) + vi (a1 - a2). Gradients follow
+    torch's complex convention (dLoss = Re sum conj(grad) dx): with upstream G,
+    grad_v = G conj(r1)^T + conj(G) r2^T and
+    grad_w = sum_l conj(r1)^2 (v^H G) + r2^2 conj(v^T G) per state.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, v: Tensor, z: Tensor, w: Tensor, chunk: int) -> Tensor:
+        ctx.save_for_backward(v, z, w)
+        ctx.chunk = chunk
+        vr, vi = v.real.contiguous(), v.imag.contiguous()  # (B, K, N)
+        outs = []
+        for start in range(0, z.shape[0], chunk):
+            a1, b1, a2, b2 = _cauchy_parts(z[start : start + chunk], w)  # (B, N, c)
+            re = vr @ (a1 + a2) + vi @ (b2 - b1)  # (B, K, c)
+            im = vr @ (b1 + b2) + vi @ (a1 - a2)
+            outs.append(torch.complex(re, im))
+        return torch.cat(outs, dim=-1)  # (B, K, L)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, Tensor | None, None]:
+        v, z, w = ctx.saved_tensors
+        gv_re, gv_im = torch.zeros_like(v.real), torch.zeros_like(v.real)  # (B, K, N)
+        gw_re, gw_im = torch.zeros_like(w.real), torch.zeros_like(w.real)  # (B, N)
+        vrt, vit = v.real.transpose(1, 2), v.imag.transpose(1, 2)  # (B, N, K)
+        for start in range(0, z.shape[0], ctx.chunk):
+            g = grad[..., start : start + ctx.chunk]
+            gr, gi = g.real.contiguous(), g.imag.contiguous()  # (B, K, c)
+            a1, b1, a2, b2 = _cauchy_parts(z[start : start + ctx.chunk], w)  # (B, N, c)
+            gv_re += gr @ (a1 + a2).transpose(1, 2) + gi @ (b1 + b2).transpose(1, 2)
+            gv_im += gr @ (b2 - b1).transpose(1, 2) + gi @ (a1 - a2).transpose(1, 2)
+            pr, rt = (vrt @ torch.cat([gr, gi], -1)).chunk(2, -1)  # vr^T gr, vr^T gi
+            tq, qq = (vit @ torch.cat([gr, gi], -1)).chunk(2, -1)  # vi^T gr, vi^T gi
+            s1r, s1i, s2r, s2i = pr + qq, rt - tq, pr - qq, -(rt + tq)  # v^H G, conj(v^T G)
+            c1r, c1i = a1.square() - b1.square(), -2 * a1 * b1  # conj(r1)^2
+            c2r, c2i = a2.square() - b2.square(), 2 * a2 * b2  # r2^2
+            gw_re += (c1r * s1r - c1i * s1i + c2r * s2r - c2i * s2i).sum(-1)
+            gw_im += (c1r * s1i + c1i * s1r + c2r * s2i + c2i * s2r).sum(-1)
+        return torch.complex(gv_re, gv_im), None, torch.complex(gw_re, gw_im), None
 
 
 def cauchy_torch(v: Tensor, z: Tensor, w: Tensor, chunk: int | None = None) -> Tensor:
@@ -101,7 +139,7 @@ def cauchy_torch(v: Tensor, z: Tensor, w: Tensor, chunk: int | None = None) -> T
 
     Args:
         v: (B, K, N) complex numerators.
-        z: (L,) complex evaluation points.
+        z: (L,) complex evaluation points (treated as constants: no gradient).
         w: (B, N) complex poles.
         chunk: frequencies per chunk; default keeps a (B, N, chunk) temporary under
             ``CHUNK_ELEMENTS`` elements.
@@ -111,7 +149,7 @@ def cauchy_torch(v: Tensor, z: Tensor, w: Tensor, chunk: int | None = None) -> T
     """
     _check(v, w)
     chunk = chunk or _chunk_size(w.numel(), z.shape[0], CHUNK_ELEMENTS)
-    return _chunked(lambda v_, w_, zc: _cauchy_block(v_, zc, w_), (v, w), z, chunk)
+    return _CauchyChunked.apply(v, z.detach(), w, chunk)
 
 
 def _keops_lazy(t: Tensor, axis: str) -> Any:
@@ -172,16 +210,47 @@ def vandermonde_naive(v: Tensor, x: Tensor, length: int) -> Tensor:
     return 2 * (v[..., None] * vand).sum(dim=2).real  # (B, K, L)
 
 
-def _vandermonde_block(v: Tensor, x: Tensor, ell: Tensor) -> Tensor:
-    return 2 * (v @ torch.exp(x[..., None] * ell)).real  # (B, K, c)
+class _VandermondeChunked(torch.autograd.Function):
+    """Chunked 2 Re (v @ exp(x l)) with a hand-written chunked backward.
+
+    With E = exp(x l) and real upstream G: grad_v = 2 G E^H and
+    grad_x = 2 sum_l l conj(E) (v^H G) (torch's complex gradient convention).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, v: Tensor, x: Tensor, length: int, chunk: int) -> Tensor:
+        ctx.save_for_backward(v, x)
+        ctx.length, ctx.chunk = length, chunk
+        outs = []
+        for _, ell in _ell_chunks(length, chunk, x):
+            outs.append(2 * (v @ torch.exp(x[..., None] * ell)).real)  # (B, K, c)
+        return torch.cat(outs, dim=-1)  # (B, K, L)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+        v, x = ctx.saved_tensors
+        grad_v, grad_x = torch.zeros_like(v), torch.zeros_like(x)
+        vh = v.conj().transpose(1, 2)  # (B, N, K)
+        for start, ell in _ell_chunks(ctx.length, ctx.chunk, x):
+            g = grad[..., start : start + ctx.chunk].to(v.dtype)  # (B, K, c)
+            e_conj = torch.exp(x[..., None] * ell).conj()  # (B, N, c)
+            grad_v += 2 * g @ e_conj.transpose(1, 2)
+            grad_x += 2 * (ell * e_conj * (vh @ g)).sum(-1)
+        return grad_v, grad_x, None, None
+
+
+def _ell_chunks(length: int, chunk: int, like: Tensor) -> list[tuple[int, Tensor]]:
+    """(start, positions) per chunk of 0..L-1, in the real dtype of ``like``."""
+    ell = torch.arange(length, device=like.device, dtype=like.real.dtype)  # (L,)
+    return [(start, ell[start : start + chunk]) for start in range(0, length, chunk)]
 
 
 def vandermonde_torch(v: Tensor, x: Tensor, length: int, chunk: int | None = None) -> Tensor:
     """2 Re sum_n v exp(l x) in pure torch, chunked over L like ``cauchy_torch``."""
     _check(v, x)
-    ell = torch.arange(length, device=x.device, dtype=x.real.dtype)  # (L,)
     chunk = chunk or _chunk_size(x.numel(), length, CHUNK_ELEMENTS)
-    return _chunked(_vandermonde_block, (v, x), ell, chunk)
+    return _VandermondeChunked.apply(v, x, length, chunk)
 
 
 def vandermonde_keops(v: Tensor, x: Tensor, length: int) -> Tensor:

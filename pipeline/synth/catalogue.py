@@ -88,6 +88,7 @@ ICD10_TITLES: dict[str, str] = {
     "Z794": "Long term (current) use of insulin",
     "Z87": "Personal history of other diseases and conditions",
     "Z878": "Personal history of other specified conditions",
+    "Z8789": "Personal history of other specified conditions",
     "Z87891": "Personal history of nicotine dependence",
 }
 

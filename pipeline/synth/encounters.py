@@ -68,10 +68,10 @@ def schedule_ecgs(rng: np.random.Generator, stays: pl.DataFrame, ctr: Counters) 
     n = stays.height
     intime = stays["intime"].to_numpy()
     n_ed = (rng.random(n) < 0.93).astype(int) + (rng.random(n) < 0.12)
-    n_later = (rng.random(n) < 0.2).astype(int)
+    n_later = (rng.random(n) < 0.15).astype(int)
     admitted = stays["admitted"].to_numpy()
-    n_inp = admitted * (rng.random(n) < 0.45) * (1 + (rng.random(n) < 0.3))
-    n_out = (rng.random(n) < 0.12).astype(int)
+    n_inp = admitted * (rng.random(n) < 0.3) * (1 + (rng.random(n) < 0.3))
+    n_out = (rng.random(n) < 0.1).astype(int)
     parts = []
     for kind, counts in (
         ("ed", n_ed),
@@ -95,7 +95,7 @@ def schedule_ecgs(rng: np.random.Generator, stays: pl.DataFrame, ctr: Counters) 
         else:
             t = t_in - (rng.uniform(20, 300, m) * DAY).astype(np.int64)
         parts.append(stays[rows].with_columns(pl.Series("ecg_time", t), pl.lit(kind).alias("kind")))
-    ecgs = pl.concat(parts).sort(["subject_id", "ecg_time"])
+    ecgs = pl.concat(parts).sort(["subject_id", "ecg_time", "kind"], maintain_order=True)
     ecgs = _regress_acute_state(rng, ecgs)
     ecgs = ecgs.with_columns(
         pl.Series("study_id", ctr.take(rng, "study", ecgs.height, 40_000_000, 53)),

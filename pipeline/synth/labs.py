@@ -16,8 +16,22 @@ import polars as pl
 from pipeline.synth.catalogue import LabItem
 from pipeline.synth.physiology import DAY
 
-PANELS = ("bmp", "cbc", "diff", "bands", "coag", "fib", "lft", "dbili", "cardiac", "bgas",
-          "cohb", "lactate", "crp", "ua")
+PANELS = (
+    "bmp",
+    "cbc",
+    "diff",
+    "bands",
+    "coag",
+    "fib",
+    "lft",
+    "dbili",
+    "cardiac",
+    "bgas",
+    "cohb",
+    "lactate",
+    "crp",
+    "ua",
+)
 
 
 def _panel_probs(s: dict[str, np.ndarray], kind: str) -> dict[str, np.ndarray]:
@@ -27,12 +41,18 @@ def _panel_probs(s: dict[str, np.ndarray], kind: str) -> dict[str, np.ndarray]:
     sep, isch = s["sepsis"], s["ischaemia"]
     if kind == "ed":
         p = {
-            "bmp": 0.86 + 0.12 * sev, "cbc": 0.84 + 0.14 * sev, "diff": 0.5 + 0.3 * sev,
-            "coag": 0.3 + 0.3 * s["af"] + 0.3 * sev, "fib": 0.05 + 0.3 * sep,
-            "lft": 0.3 + 0.3 * sep + 0.2 * sev, "dbili": 0.06 + 0.1 * sep,
+            "bmp": 0.86 + 0.12 * sev,
+            "cbc": 0.84 + 0.14 * sev,
+            "diff": 0.5 + 0.3 * sev,
+            "coag": 0.3 + 0.3 * s["af"] + 0.3 * sev,
+            "fib": 0.05 + 0.3 * sep,
+            "lft": 0.3 + 0.3 * sep + 0.2 * sev,
+            "dbili": 0.06 + 0.1 * sep,
             "cardiac": 0.3 + 0.5 * chest + 0.3 * isch + 0.2 * dysp,
-            "bgas": 0.12 + 0.4 * sep + 0.2 * dysp, "lactate": 0.12 + 0.6 * sep,
-            "crp": 0.1 + 0.3 * fever, "ua": 0.4 + 0.3 * fever,
+            "bgas": 0.12 + 0.4 * sep + 0.2 * dysp,
+            "lactate": 0.12 + 0.6 * sep,
+            "crp": 0.1 + 0.3 * fever,
+            "ua": 0.4 + 0.3 * fever,
         }
     elif kind == "repeat":
         p = {"bmp": 0.8, "cbc": 0.5, "cardiac": 0.3 + 0.6 * chest, "lactate": 0.7 * sep}
@@ -70,10 +90,15 @@ def lab_values(s: dict[str, np.ndarray], rng: np.random.Generator) -> dict[int, 
     lymph = np.clip(100 - neut - eos - baso - 7 + z(2), 1, 60)
     ph_blood = 7.39 - 0.07 * sep - 0.05 * renal + z(0.035)
     pco2 = 41 + 8 * s["copd"] + z(5)
-    pt = 11.6 + np.where(s["af"], rng.uniform(0, 14, n), 0.0) * (rng.random(n) < 0.6) + z(0.6) \
+    pt = (
+        11.6
+        + np.where(s["af"], rng.uniform(0, 14, n), 0.0) * (rng.random(n) < 0.6)
+        + z(0.6)
         + 2 * sep
-    urine_glu = np.where((glucose > 180) & (rng.random(n) < 0.8),
-                         rng.choice([100.0, 300.0, 1000.0], n), np.nan)
+    )
+    urine_glu = np.where(
+        (glucose > 180) & (rng.random(n) < 0.8), rng.choice([100.0, 300.0, 1000.0], n), np.nan
+    )
     return {
         50971: k + z(0.1),
         50822: k - 0.2 + z(0.12),
@@ -152,8 +177,12 @@ def schedule_draws(
         factors.append(np.broadcast_to(np.asarray(f, dtype=float), (n,))[idx])
 
     add(rng.random(n) < 0.92, intime + (rng.uniform(5, 75, n) * 60).astype(np.int64), 0, 1.0)
-    add(rng.random(n) < 0.3 + 0.15 * sev, intime + (rng.uniform(2, 6, n) * 3600).astype(np.int64),
-        1, 0.8)
+    add(
+        rng.random(n) < 0.3 + 0.15 * sev,
+        intime + (rng.uniform(2, 6, n) * 3600).astype(np.int64),
+        1,
+        0.8,
+    )
     adm = stays["admitted"].to_numpy()
     days = np.ceil(stays["los_days"].to_numpy())
     day0 = (stays["admittime"].to_numpy() // DAY + 1) * DAY + 6 * 3600
@@ -163,8 +192,12 @@ def schedule_draws(
     add(rng.random(n) < 0.3, intime - (rng.uniform(10, 200, n) * DAY).astype(np.int64), 3, 0.0)
     for _ in range(extra_draws):
         add(np.ones(n, bool), intime - (rng.uniform(5, 700, n) * DAY).astype(np.int64), 3, 0.0)
-    return (np.concatenate(rows), np.concatenate(times), np.concatenate(kinds),
-            np.concatenate(factors))
+    return (
+        np.concatenate(rows),
+        np.concatenate(times),
+        np.concatenate(kinds),
+        np.concatenate(factors),
+    )
 
 
 _NORMAL = {"potassium": 4.2, "calcium": 9.3, "sodium": 139.5, "troponin": 0.006}
@@ -172,9 +205,26 @@ _NORMAL = {"potassium": 4.2, "calcium": 9.3, "sodium": 139.5, "troponin": 0.006}
 
 def draw_state(stays: pl.DataFrame, rows: np.ndarray, factor: np.ndarray) -> dict[str, np.ndarray]:
     """Latent state at each draw: the stay's, with acute deviations scaled by ``factor``."""
-    cols = ["potassium", "calcium", "sodium", "troponin", "hemoglobin", "creatinine", "renal",
-            "albumin", "anaemia", "severity", "complaint", "sepsis", "ischaemia", "af",
-            "diabetes", "copd", "smoker", "female"]
+    cols = [
+        "potassium",
+        "calcium",
+        "sodium",
+        "troponin",
+        "hemoglobin",
+        "creatinine",
+        "renal",
+        "albumin",
+        "anaemia",
+        "severity",
+        "complaint",
+        "sepsis",
+        "ischaemia",
+        "af",
+        "diabetes",
+        "copd",
+        "smoker",
+        "female",
+    ]
     s = {c: stays[c].to_numpy()[rows] for c in cols}
     for c, v in _NORMAL.items():
         s[c] = v + (s[c] - v) * factor
@@ -184,8 +234,7 @@ def draw_state(stays: pl.DataFrame, rows: np.ndarray, factor: np.ndarray) -> dic
     return s
 
 
-_PROVIDERS = np.array([f"P{(i * 7919) % 99991:05d}"[:1] + f"{(i * 7919) % 99991:05X}"[-5:]
-                       for i in range(1, 301)])
+_PROVIDERS = np.array([f"P{(i * 7919) % 0xFFFFF:05X}" for i in range(1, 301)])
 
 
 def labevents_frame(
@@ -204,8 +253,9 @@ def labevents_frame(
     s = draw_state(stays, rows, factor)
     values = lab_values(s, rng)
     probs = _panel_probs(s, "ed")
-    by_kind = {k: _panel_probs(s, name) for k, name in
-               ((1, "repeat"), (2, "inpatient"), (3, "outpatient"))}
+    by_kind = {
+        k: _panel_probs(s, name) for k, name in ((1, "repeat"), (2, "inpatient"), (3, "outpatient"))
+    }
     n = rows.size
     parts: list[pl.DataFrame] = []
     spec_next = first_specimen
@@ -216,12 +266,16 @@ def labevents_frame(
             if panel in pk:
                 p[kinds == k] = pk[panel][kinds == k]
         ordered = np.flatnonzero(rng.random(n) < p)
-        specimen = first_specimen + 0 * ordered + spec_next - first_specimen \
-            + np.arange(ordered.size) * 3 + rng.integers(0, 3, ordered.size)
+        specimen = (
+            1_000_000 + spec_next + np.arange(ordered.size) * 3 + rng.integers(0, 3, ordered.size)
+        )
         spec_next += 3 * ordered.size
         for item in (it for it in items if it.panel == panel):
-            parts.append(_item_rows(rng, item, ordered, values[item.itemid][ordered],
-                                    s["female"][ordered], specimen))
+            parts.append(
+                _item_rows(
+                    rng, item, ordered, values[item.itemid][ordered], s["female"][ordered], specimen
+                )
+            )
     df = pl.concat(parts)
     adm = stays["admitted"].to_numpy()
     hadm = stays["hadm_id"].fill_null(-1).to_numpy()
@@ -231,17 +285,20 @@ def labevents_frame(
     ed = kind <= 1
     prio = np.where(ed, np.where(rng.random(draw.size) < 0.75, "STAT", ""), "ROUTINE")
     t = times[draw]
+    store_delay = (rng.uniform(15, 150, rows.size) * 60).astype(np.int64)[draw]
+    provider = np.where(
+        rng.random(rows.size) < 0.6, _PROVIDERS[rng.integers(0, 300, rows.size)], ""
+    )[draw]
     df = df.with_columns(
         pl.Series("subject_id", stays["subject_id"].to_numpy()[rows[draw]]),
         pl.Series("hadm_id", np.where(keep_hadm, hadm[rows[draw]], -1)).replace(-1, None),
-        pl.Series("order_provider_id", np.where(
-            rng.random(draw.size) < 0.6, _PROVIDERS[rng.integers(0, 300, draw.size)], "")),
+        pl.Series("order_provider_id", provider),
         pl.Series("charttime", t),
-        pl.Series("storetime", t + (rng.uniform(15, 150, draw.size) * 60).astype(np.int64)),
+        pl.Series("storetime", t + store_delay),
         pl.Series("priority", prio),
-    ).sort(["subject_id", "charttime", "itemid", "specimen_id"])
+    ).sort(["subject_id", "charttime", "itemid", "specimen_id"], maintain_order=True)
     df = df.with_columns(
-        pl.Series("labevent_id", first_labevent + np.arange(df.height, dtype=np.int64)),
+        pl.Series("labevent_id", first_labevent + 1 + np.arange(df.height, dtype=np.int64)),
         pl.lit(None, pl.Utf8).alias("comments"),
     )
     return df

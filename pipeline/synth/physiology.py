@@ -75,7 +75,7 @@ def simulate_subjects(rng: np.random.Generator, first_index: int, n: int) -> pl.
             "smoker": rng.random(n) < 0.3,
             "anaemia_chronic": rng.random(n) < 0.10 + 0.25 * ckd,
             "dies": rng.random(n) < 0.08 + 0.1 * hf,
-            "n_stays": 1 + rng.poisson(0.9 + 0.5 * hf + 0.4 * ckd + 0.3 * (age > 70)),
+            "n_stays": 1 + rng.poisson(1.3 + 0.5 * hf + 0.4 * ckd + 0.3 * (age > 70)),
         }
     )
 
@@ -88,7 +88,7 @@ def simulate_stays(rng: np.random.Generator, subjects: pl.DataFrame) -> pl.DataF
     n = st.height
     # Stays spread over 4 years from the anchor year, >= 3 days apart within a patient.
     st = st.with_columns(pl.Series("offset", rng.random(n) * 4 * 365 * DAY)).sort(
-        ["subject_id", "offset"]
+        ["subject_id", "offset"], maintain_order=True
     )
     st = st.with_columns(pl.col("offset") + pl.int_range(pl.len()).over("subject_id") * 3 * DAY)
     col = {c: st[c].to_numpy() for c in st.columns}
@@ -125,7 +125,7 @@ def simulate_stays(rng: np.random.Generator, subjects: pl.DataFrame) -> pl.DataF
     # --- continuous state (units as the lab reports them) ---
     creat_base = np.where(female, 0.75, 0.95) * np.exp(rng.normal(0, 0.15, n))
     creatinine = creat_base / (1 - renal)
-    hyperk = rng.random(n) < 0.08 + 0.25 * renal
+    hyperk = rng.random(n) < 0.16 + 0.25 * renal
     hypok = ~hyperk & (rng.random(n) < 0.07)
     potassium = (
         4.1
@@ -136,7 +136,7 @@ def simulate_stays(rng: np.random.Generator, subjects: pl.DataFrame) -> pl.DataF
         - hypok * rng.uniform(0.6, 1.4, n)
     )
     albumin = 4.0 - 0.7 * sepsis - 0.3 * renal - 0.2 * hf_decomp + rng.normal(0, 0.35, n)
-    hypoca = rng.random(n) < 0.05
+    hypoca = rng.random(n) < 0.12
     calcium = (
         9.3
         + 0.8 * (albumin - 4.0)
@@ -151,7 +151,7 @@ def simulate_stays(rng: np.random.Generator, subjects: pl.DataFrame) -> pl.DataF
         - 0.6 * sepsis
         + rng.normal(0, 1.1, n)
     )
-    hypona = rng.random(n) < 0.11 + 0.1 * hf_decomp
+    hypona = rng.random(n) < 0.18 + 0.1 * hf_decomp
     sodium = 139.5 + rng.normal(0, 2.8, n) - hypona * rng.uniform(5, 14, n) - 1.5 * hf_decomp
     trop_base = 0.006 * np.exp(rng.normal(0, 0.5, n)) * (1 + 8 * renal**2) * (1 + 1.5 * col["hf"])
     troponin = trop_base + isch * np.exp(rng.normal(np.log(0.25), 1.1, n)) * (1 + 3 * stemi)

@@ -121,10 +121,10 @@ def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _lr_metrics(optimizer: torch.optim.Optimizer) -> dict[str, float]:
-    out = {}
-    for i, group in enumerate(optimizer.param_groups):
-        out[f"lr_{group.get('name', i)}"] = float(group["lr"])
-    return out
+    groups = optimizer.param_groups
+    if len(groups) == 1:
+        return {"lr": float(groups[0]["lr"])}
+    return {f"lr_{g.get('name', i)}": float(g["lr"]) for i, g in enumerate(groups)}
 
 
 def _batch_size(batch: Batch) -> int:

@@ -19,7 +19,14 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from pipeline.models import MLPHead, build_ecg_encoder, build_tabular_encoder, ecg_encoder_config
+from pipeline.models import (
+    ECGEncoder,
+    MLPHead,
+    TabularEncoder,
+    build_ecg_encoder,
+    build_tabular_encoder,
+    ecg_encoder_config,
+)
 from pipeline.train.data import Batch
 from pipeline.train.tabular import TabularPreprocessor
 
@@ -64,10 +71,10 @@ class SupervisedModel(nn.Module):
     def __init__(
         self,
         spec: ModelSpec,
-        encoder: nn.Module,
+        encoder: ECGEncoder,
         head: nn.Module,
         head_cfg: Mapping[str, Any],
-        tab_encoder: nn.Module | None = None,
+        tab_encoder: TabularEncoder | None = None,
         diagnosis_head: nn.Module | None = None,
         diagnosis_head_cfg: Mapping[str, Any] | None = None,
         encoder_frozen: bool = False,

@@ -25,7 +25,9 @@ from torch import nn
 from pipeline.io import atomic_path
 from pipeline.losses import BarlowTwinsLoss
 from pipeline.models import (
+    ECGEncoder,
     Projector,
+    TabularEncoder,
     build_ecg_encoder,
     build_tabular_encoder,
     ecg_encoder_config,
@@ -102,13 +104,14 @@ class PretrainResult:
     best_val_loss: float
     probe_auroc: float
     history: list[dict[str, float]]
+    resumed_at: int = 0  # epochs restored from a resume checkpoint
 
 
 class JointEmbedding(nn.Module):
     """ECG encoder + projector and tabular encoder + projector, both to dimension E."""
 
     def __init__(
-        self, ecg_encoder: nn.Module, tab_encoder: nn.Module, embed_dim: int, hidden: int
+        self, ecg_encoder: ECGEncoder, tab_encoder: TabularEncoder, embed_dim: int, hidden: int
     ) -> None:
         super().__init__()
         self.ecg_encoder = ecg_encoder
@@ -199,7 +202,7 @@ def pretrain(
 
     def step(m: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         out = loss_fn(*m(batch))
-        return out.loss, {"on_diag": float(out.on_diag), "off_diag": float(out.off_diag)}
+        return out.loss, {"on_diag": out.on_diag.item(), "off_diag": out.off_diag.item()}
 
     def validate(m: nn.Module) -> dict[str, float]:
         return _val_loss(m, val_loader, loss_fn, device)
@@ -256,7 +259,11 @@ def pretrain(
     if ckpt is not None:
         ckpt.clear()
     return PretrainResult(
-        result.best_epoch, result.best_metric, probe["macro_auroc"], result.history
+        result.best_epoch,
+        result.best_metric,
+        probe["macro_auroc"],
+        result.history,
+        result.resumed_at,
     )
 
 
@@ -270,10 +277,10 @@ def _val_loss(
         if n < 2:  # a trailing single record: the batch statistics are undefined
             continue
         out = loss_fn(*model({k: v.to(device) for k, v in batch.items()}))
-        sums += n * np.array([float(out.loss), float(out.on_diag), float(out.off_diag)])
+        sums += n * np.array([out.loss.item(), out.on_diag.item(), out.off_diag.item()])
         n_seen += n
     loss, on, off = sums / max(n_seen, 1)
-    return {"val_loss": loss, "val_on_diag": on, "val_off_diag": off}
+    return {"val_loss": float(loss), "val_on_diag": float(on), "val_off_diag": float(off)}
 
 
 def linear_probe(

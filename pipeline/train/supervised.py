@@ -23,7 +23,15 @@ from torch import nn
 from pipeline.io import atomic_path
 from pipeline.tracking import stage_run
 from pipeline.train.checkpoint import CheckpointSpec, checkpoint_key
-from pipeline.train.data import Batch, ECGDataset, EpochLoader, read_ids, read_names, read_targets
+from pipeline.train.data import (
+    Batch,
+    ECGDataset,
+    EpochLoader,
+    Mode,
+    read_ids,
+    read_names,
+    read_targets,
+)
 from pipeline.train.engine import (
     EpochCallback,
     TrackingConfig,
@@ -112,6 +120,7 @@ class SupervisedResult:
     best_val_auroc: float
     test_auroc: float
     history: list[dict[str, float]]
+    resumed_at: int = 0  # epochs restored from a resume checkpoint
 
 
 def masked_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -180,7 +189,7 @@ def train_supervised(
         sum(p.numel() for p in model.parameters() if p.requires_grad),
     )
 
-    def loader(part: str, mode: str, shuffle: bool) -> EpochLoader:
+    def loader(part: str, mode: Mode, shuffle: bool) -> EpochLoader:
         ds = ECGDataset(
             store,
             ids[part],
@@ -263,7 +272,9 @@ def train_supervised(
         result.best_metric,
         test_auroc,
     )
-    return SupervisedResult(result.best_epoch, result.best_metric, test_auroc, result.history)
+    return SupervisedResult(
+        result.best_epoch, result.best_metric, test_auroc, result.history, result.resumed_at
+    )
 
 
 def _tabular(
@@ -284,10 +295,11 @@ def _param_groups(model: SupervisedModel, cfg: StageConfig) -> list[dict[str, An
     """Head at ``lr``; trainable encoder parameters of an initialised encoder at encoder_lr."""
     head = [p for n, p in model.named_parameters() if p.requires_grad and not _is_encoder(n)]
     enc = [p for n, p in model.named_parameters() if p.requires_grad and _is_encoder(n)]
-    enc_lr = cfg.encoder_lr if (cfg.encoder_lr and model.spec.init) else cfg.lr
+    if model.spec.init is None or not cfg.encoder_lr:  # trained from scratch: one rate
+        return [{"params": head + enc, "lr": cfg.lr, "name": "all"}]
     groups = [{"params": head, "lr": cfg.lr, "name": "head"}]
     if enc:
-        groups.append({"params": enc, "lr": enc_lr, "name": "encoder"})
+        groups.append({"params": enc, "lr": cfg.encoder_lr, "name": "encoder"})
     return groups
 
 

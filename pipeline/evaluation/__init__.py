@@ -1,0 +1,1 @@
+"""Evaluation of the supervised models and the Table 1 report."""

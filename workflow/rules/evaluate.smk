@@ -1,0 +1,58 @@
+# Evaluation of the five supervised models on the test fold, then Table 1 and the report.
+# MLflow is only written to (child run per evaluation, the parent run for the report).
+
+
+rule evaluate:
+    input:
+        predictions=P["predictions"],
+        label_manifest=P["label_manifest"],
+        lab_target_manifest=P["lab_target_manifest"],
+    output:
+        summary=P["evaluation"],
+        per_label=P["per_label"],
+    log:
+        log("evaluate_{model}"),
+    wildcard_constraints:
+        model="|".join(SUPERVISED),
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        task=lambda wc: SUPERVISED[wc.model],
+        evaluate=config["evaluate"],
+        mlflow=config["mlflow"],
+        results=R,
+    script:
+        "../scripts/evaluate.py"
+
+
+rule report:
+    input:
+        evaluations=expand(P["evaluation"], model=SUPERVISED),
+        predictions=expand(P["predictions"], model=SUPERVISED),
+        label_manifest=P["label_manifest"],
+        lab_target_manifest=P["lab_target_manifest"],
+    output:
+        table1_md=P["table1_md"],
+        table1_csv=P["table1_csv"],
+        table1_json=P["table1_json"],
+        report=P["report"],
+        plots=directory(P["plots"]),
+    log:
+        log("report"),
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        models=list(SUPERVISED),
+        evaluate=config["evaluate"],
+        mlflow=config["mlflow"],
+        results=R,
+    script:
+        "../scripts/report.py"

@@ -1,0 +1,125 @@
+# Extraction: source csv(.gz) -> typed parquet (one job per table), then the cohort and
+# the per-ECG features, diagnosis labels and lab targets computed from the parquet.
+# Rules read only P paths; editing a config section re-runs the rules that take it.
+EXTRACT_TABLES = {
+    "cohort": ["record_list", "edstays", "patients", "diagnoses_icd", "diagnosis"],
+    "features": [
+        "labevents",
+        "d_labitems",
+        "vitalsign",
+        "triage",
+        "omr",
+        "admissions",
+        "edstays",
+    ],
+    "labels": ["diagnoses_icd", "diagnosis", "d_icd_diagnoses"],
+    "lab_targets": ["labevents", "d_labitems"],
+}
+
+
+def table_inputs(stage):
+    return {t: parquet(t) for t in EXTRACT_TABLES[stage]}
+
+
+rule convert:
+    input:
+        # a function: the dataset root and relative path depend on the table
+        lambda wildcards: source_path(wildcards.table),
+    output:
+        P["parquet"],
+    log:
+        log("convert_{table}"),
+    wildcard_constraints:
+        table="|".join(TABLES),
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 2
+    resources:
+        mem_mb=3000,
+        runtime=120,
+    params:
+        convert=config["convert"],
+    script:
+        "../scripts/convert.py"
+
+
+rule extract_cohort:
+    input:
+        **table_inputs("cohort"),
+    output:
+        P["cohort"],
+    log:
+        log("extract_cohort"),
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        cohort=config["cohort"],
+    script:
+        "../scripts/extract_cohort.py"
+
+
+rule extract_features:
+    input:
+        **table_inputs("features"),
+        cohort=P["cohort"],
+    output:
+        features=P["features"],
+        manifest=P["feature_manifest"],
+    log:
+        log("extract_features"),
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    params:
+        features=config["features"],
+    script:
+        "../scripts/extract_features.py"
+
+
+rule extract_labels:
+    input:
+        **table_inputs("labels"),
+        cohort=P["cohort"],
+    output:
+        labels=P["labels"],
+        manifest=P["label_manifest"],
+    log:
+        log("extract_labels"),
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    params:
+        labels=config["labels"],
+    script:
+        "../scripts/extract_labels.py"
+
+
+rule extract_lab_targets:
+    input:
+        **table_inputs("lab_targets"),
+        cohort=P["cohort"],
+    output:
+        targets=P["lab_targets"],
+        manifest=P["lab_target_manifest"],
+    log:
+        log("extract_lab_targets"),
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    params:
+        lab_targets=config["lab_targets"],
+    script:
+        "../scripts/extract_lab_targets.py"

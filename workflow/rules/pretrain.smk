@@ -1,0 +1,34 @@
+# Stage 1: Barlow Twins pre-training of the ECG encoder against the tabular data.
+# The resume checkpoint (results/checkpoints/pretrain/last.pt) is deliberately not an
+# output: a killed job re-run continues from it; it is deleted when the stage succeeds.
+
+
+rule pretrain:
+    input:
+        shard_index=P["shard_index"],
+        features=P["features"],
+        feature_manifest=P["feature_manifest"],
+        labels=P["labels"],
+        label_manifest=P["label_manifest"],
+        train_ids=ids("train"),
+        val_ids=ids("val"),
+    output:
+        directory(P["pretrain_dir"]),
+    log:
+        log("pretrain"),
+    conda:
+        "../envs/pipeline.yaml"
+    threads: workflow.cores
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=0,  # a SLURM profile sets 1 (set-resources) for a GPU partition
+    params:
+        pretrain=config["pretrain"],
+        model=config["model"],
+        train=config["train"],
+        mlflow=config["mlflow"],
+        results=R,
+        checkpoint_dir=f"{R}/checkpoints/pretrain",
+    script:
+        "../scripts/pretrain.py"

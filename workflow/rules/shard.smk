@@ -1,0 +1,43 @@
+# ECG sharding: one job per shard group (study_id % n_groups), then one merge.
+# Shards depend on the cohort and the records only, never on the splits.
+
+
+rule shard_ecg:
+    input:
+        cohort=P["cohort"],
+        # the record list's source file, so a synthetic cohort is generated first
+        record_list=source_path("record_list"),
+    output:
+        directory(P["shard_group"]),
+    log:
+        log("shard_ecg_{group}"),
+    wildcard_constraints:
+        group=r"\d+",
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 4
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    params:
+        shard=config["shard"],
+        ecg_root=config["source"]["mimic_iv_ecg"],
+    script:
+        "../scripts/shard_ecg.py"
+
+
+rule merge_shards:
+    input:
+        shard_groups(),
+    output:
+        index=P["shard_index"],
+        quarantine=P["quarantine"],
+    log:
+        log("merge_shards"),
+    conda:
+        "../envs/pipeline.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../scripts/merge_shards.py"

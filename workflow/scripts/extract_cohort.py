@@ -1,0 +1,10 @@
+"""Rule extract_cohort: record list x ED stays -> one row per cohort ECG."""
+
+from pathlib import Path
+
+from pipeline.data.cohort import CohortConfig, extract_cohort
+from pipeline.logs import setup_logging
+
+setup_logging(snakemake.log[0])
+tables = {name: Path(path) for name, path in snakemake.input.items()}
+extract_cohort(tables, Path(snakemake.output[0]), CohortConfig(**snakemake.params.cohort))

@@ -1,0 +1,20 @@
+"""Rule pretrain: stage-1 Barlow Twins pre-training (pipeline.train.pretrain)."""
+
+from pathlib import Path
+
+from pipeline.logs import setup_logging
+from pipeline.train.engine import TrackingConfig, TrainConfig
+from pipeline.train.pretrain import PretrainConfig, PretrainInputs, pretrain
+
+setup_logging(snakemake.log[0])
+params = snakemake.params
+pretrain(
+    PretrainInputs(**{name: Path(path) for name, path in snakemake.input.items()}),
+    Path(snakemake.output[0]),
+    PretrainConfig(**params.pretrain),
+    params.model,
+    TrainConfig(**params.train),
+    TrackingConfig(**params.mlflow, results_dir=params.results),
+    checkpoint_dir=Path(params.checkpoint_dir),
+    threads=snakemake.threads,
+)

@@ -1,0 +1,27 @@
+"""Rule report: Table 1 (md/csv/json), paired comparisons, figures and report.md."""
+
+from pathlib import Path
+
+from pipeline.evaluation.evaluate import EvalConfig
+from pipeline.evaluation.report import ReportOutputs, build_report
+from pipeline.logs import setup_logging
+from pipeline.tracking import TrackingConfig
+
+setup_logging(snakemake.log[0])
+models = snakemake.params.models
+out = snakemake.output
+build_report(
+    evaluations=dict(zip(models, map(Path, snakemake.input.evaluations), strict=True)),
+    predictions=dict(zip(models, map(Path, snakemake.input.predictions), strict=True)),
+    label_manifest=Path(snakemake.input.label_manifest),
+    lab_target_manifest=Path(snakemake.input.lab_target_manifest),
+    outputs=ReportOutputs(
+        table1_md=Path(out.table1_md),
+        table1_csv=Path(out.table1_csv),
+        table1_json=Path(out.table1_json),
+        report_md=Path(out.report),
+        plots_dir=Path(out.plots),
+    ),
+    cfg=EvalConfig(**snakemake.params.evaluate),
+    tracking=TrackingConfig(**snakemake.params.mlflow, results_dir=snakemake.params.results),
+)

@@ -1,0 +1,27 @@
+"""Rules finetune_diagnoses, finetune_labs and the baselines (pipeline.train.supervised).
+
+The rule's ``params.kind`` names the model; its named inputs are the fields of
+``SupervisedInputs`` (shard_index, train/val/test ids, targets, target_names and, where
+the model needs them, features, feature_manifest, init_dir).
+"""
+
+from pathlib import Path
+
+from pipeline.logs import setup_logging
+from pipeline.train.engine import TrackingConfig, TrainConfig
+from pipeline.train.supervised import StageConfig, SupervisedInputs, train_supervised
+
+setup_logging(snakemake.log[0])
+params = snakemake.params
+train_supervised(
+    params.kind,
+    SupervisedInputs(**{name: Path(path) for name, path in snakemake.input.items()}),
+    Path(snakemake.output.model_dir),
+    Path(snakemake.output.predictions),
+    StageConfig(**params.stage),
+    params.model,
+    TrainConfig(**params.train),
+    TrackingConfig(**params.mlflow, results_dir=params.results),
+    checkpoint_dir=Path(params.checkpoint_dir),
+    threads=snakemake.threads,
+)
