@@ -23,7 +23,7 @@ from pipeline.evaluation.predictions import (
     lab_target_names,
     load_predictions,
 )
-from pipeline.evaluation.table1 import MODELS, fmt_ci, table1_rows, write_table1
+from pipeline.evaluation.table1 import MODELS, table1_rows, write_table1
 from pipeline.io import atomic_path, write_text_atomic
 from pipeline.tracking import TrackingConfig, parent_run
 
@@ -166,12 +166,12 @@ def _report_text(
     ]
     for key, c in comp.items():
         if key != "gap_bridged":
-            lines.append(f"| {c['a']} - {c['b']} | {_signed(c)} | {c['n_resamples']} |")
+            lines.append(f"| {c['a']} - {c['b']} | {_range(c)} | {c['n_resamples']} |")
     g = comp["gap_bridged"]
     lines += [
         "",
         f"Share of the signal-only-to-multimodal gap the method bridges, {g['formula']}: "
-        f"{fmt_ci(g['point'], g['ci_low'], g['ci_high'])} ({g['n_resamples']} resamples; "
+        f"{_range(g, '.3f')} ({g['n_resamples']} resamples; "
         "unstable when the two baselines are close).",
         "",
         "## Labels evaluated",
@@ -214,10 +214,13 @@ def _report_text(
     return "\n".join(lines)
 
 
-def _signed(c: Mapping[str, Any]) -> str:
-    if c["point"] is None or c["ci_low"] is None:
+def _range(c: Mapping[str, Any], spec: str = "+.3f") -> str:
+    """``+0.012 (-0.004 to +0.030)``: "to" because the ends may be negative."""
+    if c["point"] is None:
         return "-"
-    return f"{c['point']:+.3f} ({c['ci_low']:+.3f} to {c['ci_high']:+.3f})"
+    if c["ci_low"] is None or c["ci_high"] is None:
+        return format(c["point"], spec)
+    return f"{c['point']:{spec}} ({c['ci_low']:{spec}} to {c['ci_high']:{spec}})"
 
 
 def build_report(

@@ -37,12 +37,12 @@ from torch.autograd.function import once_differentiable
 
 BACKENDS = ("naive", "torch", "keops")
 
-#: Elements of one (B, N, chunk) temporary in the chunked torch path. The backward holds about a
-#: dozen real float32 temporaries of that size at its peak (Cauchy parts, their sums, the four
-#: contractions with the upstream gradient): 2**22 elements -> 16 MiB each, ~200 MiB in all
-#: whatever L is, while chunks stay long enough (>= 256 frequencies for B*N <= 16384, e.g.
+#: Elements of one (B, N, chunk) temporary in the chunked torch path. Forward and backward keep
+#: up to about 15 real float32 buffers of that size alive per chunk (Cauchy parts, their sums,
+#: the contractions with the upstream gradient): 2**21 elements -> 8 MiB each, so ~100-150 MiB
+#: whatever L is, while chunks stay long enough (>= 128 frequencies for B*N <= 16384, e.g.
 #: H = 512 channels x 32 complex states) for efficient batched matmuls.
-CHUNK_ELEMENTS = 2**22
+CHUNK_ELEMENTS = 2**21
 
 
 def _chunk_size(rows: int, length: int, budget: int) -> int:
@@ -84,8 +84,15 @@ def _cauchy_parts(z: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]
     dr = z.real - w.real[..., None]  # (B, N, c)
     d1, d2 = z.imag - w.imag[..., None], z.imag + w.imag[..., None]  # (B, N, c)
     dr2 = dr.square()
-    n1, n2 = (dr2 + d1.square()).reciprocal(), (dr2 + d2.square()).reciprocal()
-    return dr * n1, -d1 * n1, dr * n2, -d2 * n2
+    n1, n2 = d1.square().add_(dr2).reciprocal_(), d2.square().add_(dr2).reciprocal_()
+    del dr2  # in-place updates below keep about six (B, N, c) buffers alive at once
+    a1 = dr * n1
+    return a1, d1.mul_(n1).neg_(), dr.mul_(n2), d2.mul_(n2).neg_()
+
+
+def _rowdot(x: Tensor, y: Tensor) -> Tensor:
+    """sum_l x[b, n, l] y[b, n, l] without a (B, N, c) product buffer; (B, N)."""
+    return (x.unsqueeze(-2) @ y.unsqueeze(-1))[..., 0, 0]
 
 
 class _CauchyChunked(torch.autograd.Function):
@@ -124,13 +131,19 @@ class _CauchyChunked(torch.autograd.Function):
             a1, b1, a2, b2 = _cauchy_parts(z[start : start + ctx.chunk], w)  # (B, N, c)
             gv_re += gr @ (a1 + a2).transpose(1, 2) + gi @ (b1 + b2).transpose(1, 2)
             gv_im += gr @ (b2 - b1).transpose(1, 2) + gi @ (a1 - a2).transpose(1, 2)
-            pr, rt = (vrt @ torch.cat([gr, gi], -1)).chunk(2, -1)  # vr^T gr, vr^T gi
-            tq, qq = (vit @ torch.cat([gr, gi], -1)).chunk(2, -1)  # vi^T gr, vi^T gi
-            s1r, s1i, s2r, s2i = pr + qq, rt - tq, pr - qq, -(rt + tq)  # v^H G, conj(v^T G)
+            del g
+            gg = torch.cat([gr, gi], -1)  # (B, K, 2c)
+            pr, rt = (vrt @ gg).chunk(2, -1)  # vr^T gr, vr^T gi: (B, N, c)
+            tq, qq = (vit @ gg).chunk(2, -1)  # vi^T gr, vi^T gi
+            s1r, s1i, s2r, s2i = pr + qq, rt - tq, pr - qq, (rt + tq).neg_()  # v^H G, conj(v^T G)
+            del gg, pr, rt, tq, qq
             c1r, c1i = a1.square() - b1.square(), -2 * a1 * b1  # conj(r1)^2
+            gw_re += _rowdot(c1r, s1r) - _rowdot(c1i, s1i)
+            gw_im += _rowdot(c1r, s1i) + _rowdot(c1i, s1r)
+            del c1r, c1i
             c2r, c2i = a2.square() - b2.square(), 2 * a2 * b2  # r2^2
-            gw_re += (c1r * s1r - c1i * s1i + c2r * s2r - c2i * s2i).sum(-1)
-            gw_im += (c1r * s1i + c1i * s1r + c2r * s2i + c2i * s2r).sum(-1)
+            gw_re += _rowdot(c2r, s2r) - _rowdot(c2i, s2i)
+            gw_im += _rowdot(c2r, s2i) + _rowdot(c2i, s2r)
         return torch.complex(gv_re, gv_im), None, torch.complex(gw_re, gw_im), None
 
 

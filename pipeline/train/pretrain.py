@@ -79,7 +79,7 @@ class PretrainConfig:
     embed_dim: int = 128
     projector_hidden: int = 256
     lambd: float = 5e-3
-    probe_max_train: int = 2000
+    probe_max_train: int = 1000
 
 
 @dataclass(frozen=True)

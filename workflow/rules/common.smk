@@ -58,6 +58,7 @@ P = {
     # extract
     "parquet": f"{R}/parquet/{{table}}.parquet",
     "cohort": f"{R}/extract/cohort.parquet",
+    "cohort_dropped": f"{R}/extract/cohort_dropped.tsv",
     "features": f"{R}/extract/features.parquet",
     "feature_manifest": f"{R}/extract/feature_manifest.tsv",
     "labels": f"{R}/extract/labels.parquet",

@@ -1,7 +1,7 @@
 # Extraction: source csv(.gz) -> typed parquet (one job per table), then the cohort and
 # the per-ECG features, diagnosis labels and lab targets computed from the parquet.
 # Rules read only P paths; editing a config section re-runs the rules that take it.
-EXTRACT_TABLES = {
+EXTRACT_INPUTS = {
     "cohort": ["record_list", "edstays", "patients", "diagnoses_icd", "diagnosis"],
     "features": [
         "labevents",
@@ -17,8 +17,8 @@ EXTRACT_TABLES = {
 }
 
 
-def table_inputs(stage):
-    return {t: parquet(t) for t in EXTRACT_TABLES[stage]}
+def extract_inputs(stage):
+    return {t: parquet(t) for t in EXTRACT_INPUTS[stage]}
 
 
 rule convert:
@@ -45,9 +45,10 @@ rule convert:
 
 rule extract_cohort:
     input:
-        **table_inputs("cohort"),
+        **extract_inputs("cohort"),
     output:
-        P["cohort"],
+        cohort=P["cohort"],
+        dropped=P["cohort_dropped"],
     log:
         log("extract_cohort"),
     conda:
@@ -64,7 +65,7 @@ rule extract_cohort:
 
 rule extract_features:
     input:
-        **table_inputs("features"),
+        **extract_inputs("features"),
         cohort=P["cohort"],
     output:
         features=P["features"],
@@ -85,7 +86,7 @@ rule extract_features:
 
 rule extract_labels:
     input:
-        **table_inputs("labels"),
+        **extract_inputs("labels"),
         cohort=P["cohort"],
     output:
         labels=P["labels"],
@@ -106,7 +107,7 @@ rule extract_labels:
 
 rule extract_lab_targets:
     input:
-        **table_inputs("lab_targets"),
+        **extract_inputs("lab_targets"),
         cohort=P["cohort"],
     output:
         targets=P["lab_targets"],

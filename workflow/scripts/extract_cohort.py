@@ -7,4 +7,9 @@ from pipeline.logs import setup_logging
 
 setup_logging(snakemake.log[0])
 tables = {name: Path(path) for name, path in snakemake.input.items()}
-extract_cohort(tables, Path(snakemake.output[0]), CohortConfig(**snakemake.params.cohort))
+extract_cohort(
+    tables,
+    Path(snakemake.output.cohort),
+    CohortConfig(**snakemake.params.cohort),
+    dropped_out=Path(snakemake.output.dropped),
+)
