@@ -116,11 +116,13 @@ def test_keops_gradients_match_torch() -> None:
         (out.real.square().sum() + out.imag.sum()).backward()
         grads[name] = (vv.grad, ww.grad)
     torch.testing.assert_close(grads["keops"], grads["torch"], rtol=1e-9, atol=1e-9)
+    # Vandermonde: only the exponent gradient (the output is linear in v); each KeOps gradient
+    # formula costs a compilation (~8 s on a cold cache).
     x = 0.1 * w
     for name, fn in (("keops", vandermonde_keops), ("torch", vandermonde_torch)):
-        vv, xx = v[:, :2].clone().requires_grad_(True), x.clone().requires_grad_(True)
-        fn(vv, xx, 9).square().sum().backward()
-        grads[name] = (vv.grad, xx.grad)
+        xx = x.clone().requires_grad_(True)
+        fn(v[:, :2], xx, 9).square().sum().backward()
+        grads[name] = (xx.grad,)
     torch.testing.assert_close(grads["keops"], grads["torch"], rtol=1e-9, atol=1e-9)
 
 

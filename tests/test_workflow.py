@@ -51,7 +51,8 @@ def test_table1_structure_and_bounds(finished_run: Path) -> None:
     ]
     assert len(cells) == 5  # three baselines + the method's two heads
     for cell in cells:
-        assert 0.0 <= cell["low"] <= cell["auroc"] <= cell["high"] <= 1.0
+        assert 0.0 <= cell["ci_low"] <= cell["auroc"] <= cell["ci_high"] <= 1.0
+        assert cell["n_labels_evaluated"] > 0
     md = (finished_run / "results/table1.md").read_text()
     assert "Inference" in md and "ECG" in md
     assert (finished_run / "results/report.md").stat().st_size > 0

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pipeline.train.engine import TrackingConfig, TrainConfig
+from pipeline.tracking import TrackingConfig
+from pipeline.train.engine import TrainConfig
 from pipeline.train.pretrain import PretrainConfig, PretrainInputs
 from pipeline.train.supervised import StageConfig, SupervisedInputs
 

@@ -54,15 +54,6 @@ class TrainConfig:
     num_workers: int = 0
 
 
-@dataclass(frozen=True)
-class TrackingConfig:
-    """The ``mlflow`` config section plus the results directory (the parent run's key)."""
-
-    tracking_uri: str = ""
-    experiment: str = "ecg-explain"
-    results_dir: str = "results"
-
-
 class MetricSink(Protocol):
     """What the loop needs from :class:`pipeline.tracking.StageRun`."""
 

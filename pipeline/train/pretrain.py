@@ -32,7 +32,7 @@ from pipeline.models import (
     build_tabular_encoder,
     ecg_encoder_config,
 )
-from pipeline.tracking import stage_run
+from pipeline.tracking import TrackingConfig, stage_run
 from pipeline.train.checkpoint import CheckpointSpec, checkpoint_key
 from pipeline.train.data import (
     Batch,
@@ -44,7 +44,6 @@ from pipeline.train.data import (
 )
 from pipeline.train.engine import (
     EpochCallback,
-    TrackingConfig,
     TrainConfig,
     fit,
     save_weights,

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.io import atomic_path
-from pipeline.tracking import stage_run
+from pipeline.tracking import TrackingConfig, stage_run
 from pipeline.train.checkpoint import CheckpointSpec, checkpoint_key
 from pipeline.train.data import (
     Batch,
@@ -34,7 +34,6 @@ from pipeline.train.data import (
 )
 from pipeline.train.engine import (
     EpochCallback,
-    TrackingConfig,
     TrainConfig,
     fit,
     save_weights,

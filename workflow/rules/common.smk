@@ -88,6 +88,27 @@ P = {
 }
 
 
+# Parquet tables each extraction step reads.
+EXTRACT_INPUTS = {
+    "cohort": ["record_list", "edstays", "patients", "diagnoses_icd", "diagnosis"],
+    "features": [
+        "labevents",
+        "d_labitems",
+        "vitalsign",
+        "triage",
+        "omr",
+        "admissions",
+        "edstays",
+    ],
+    "labels": ["diagnoses_icd", "diagnosis", "d_icd_diagnoses"],
+    "lab_targets": ["labevents", "d_labitems"],
+}
+
+
+def extract_inputs(stage):
+    return {t: parquet(t) for t in EXTRACT_INPUTS[stage]}
+
+
 def parquet(table):
     return P["parquet"].format(table=table)
 
@@ -113,10 +134,8 @@ def log(name):
 
 def _check_sources():
     """Stop early, naming the config key, when a real-data source path is missing."""
-    if SRC["synthetic"]:
-        return
     for key in ("mimic_iv", "mimic_iv_ed", "mimic_iv_ecg"):
-        if not Path(SRC[key]).is_dir():
+        if not SRC["synthetic"] and not Path(SRC[key]).is_dir():
             raise WorkflowError(
                 f"config source.{key}: directory {SRC[key]!r} does not exist "
                 "(point it at the PhysioNet download, or set source.synthetic: true)"
@@ -127,3 +146,24 @@ def _check_sources():
 
 
 _check_sources()
+
+
+def _sorted(value):
+    if isinstance(value, dict):
+        return {key: _sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(item) for item in value]
+    return value
+
+
+def section(*keys):
+    """A config section for `params:`, keys sorted at every level.
+
+    Snakemake re-runs a job when its params differ from the last run, and it compares
+    them in written order: without sorting, merely reordering keys in a config file
+    (or a YAML dump that sorts them) would re-run every stage.
+    """
+    value = config
+    for key in keys:
+        value = value[key]
+    return _sorted(value)

@@ -22,9 +22,7 @@ rule evaluate:
         runtime=60,
     params:
         task=lambda wc: SUPERVISED[wc.model],
-        evaluate=config["evaluate"],
-        mlflow=config["mlflow"],
-        results=R,
+        evaluate=section("evaluate"),
     script:
         "../scripts/evaluate.py"
 
@@ -51,8 +49,6 @@ rule report:
         runtime=30,
     params:
         models=list(SUPERVISED),
-        evaluate=config["evaluate"],
-        mlflow=config["mlflow"],
-        results=R,
+        evaluate=section("evaluate"),
     script:
         "../scripts/report.py"

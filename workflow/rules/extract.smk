@@ -1,24 +1,6 @@
 # Extraction: source csv(.gz) -> typed parquet (one job per table), then the cohort and
 # the per-ECG features, diagnosis labels and lab targets computed from the parquet.
 # Rules read only P paths; editing a config section re-runs the rules that take it.
-EXTRACT_INPUTS = {
-    "cohort": ["record_list", "edstays", "patients", "diagnoses_icd", "diagnosis"],
-    "features": [
-        "labevents",
-        "d_labitems",
-        "vitalsign",
-        "triage",
-        "omr",
-        "admissions",
-        "edstays",
-    ],
-    "labels": ["diagnoses_icd", "diagnosis", "d_icd_diagnoses"],
-    "lab_targets": ["labevents", "d_labitems"],
-}
-
-
-def extract_inputs(stage):
-    return {t: parquet(t) for t in EXTRACT_INPUTS[stage]}
 
 
 rule convert:
@@ -38,7 +20,7 @@ rule convert:
         mem_mb=3000,
         runtime=120,
     params:
-        convert=config["convert"],
+        convert=section("convert"),
     script:
         "../scripts/convert.py"
 
@@ -58,7 +40,7 @@ rule extract_cohort:
         mem_mb=4000,
         runtime=30,
     params:
-        cohort=config["cohort"],
+        cohort=section("cohort"),
     script:
         "../scripts/extract_cohort.py"
 
@@ -79,7 +61,7 @@ rule extract_features:
         mem_mb=8000,
         runtime=120,
     params:
-        features=config["features"],
+        features=section("features"),
     script:
         "../scripts/extract_features.py"
 
@@ -100,7 +82,7 @@ rule extract_labels:
         mem_mb=8000,
         runtime=30,
     params:
-        labels=config["labels"],
+        labels=section("labels"),
     script:
         "../scripts/extract_labels.py"
 
@@ -121,6 +103,6 @@ rule extract_lab_targets:
         mem_mb=8000,
         runtime=120,
     params:
-        lab_targets=config["lab_targets"],
+        lab_targets=section("lab_targets"),
     script:
         "../scripts/extract_lab_targets.py"

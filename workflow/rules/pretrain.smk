@@ -18,17 +18,15 @@ rule pretrain:
         log("pretrain"),
     conda:
         "../envs/pipeline.yaml"
-    threads: workflow.cores
+    threads: 8  # capped at --cores locally; profiles set it per cluster
     resources:
         mem_mb=8000,
         runtime=240,
         gpu=0,  # a SLURM profile sets 1 (set-resources) for a GPU partition
     params:
-        pretrain=config["pretrain"],
-        model=config["model"],
-        train=config["train"],
-        mlflow=config["mlflow"],
-        results=R,
+        pretrain=section("pretrain"),
+        model=section("model"),
+        train=section("train"),
         checkpoint_dir=f"{R}/checkpoints/pretrain",
     script:
         "../scripts/pretrain.py"

@@ -20,8 +20,9 @@ rule shard_ecg:
         mem_mb=4000,
         runtime=240,
     params:
-        shard=config["shard"],
-        ecg_root=config["source"]["mimic_iv_ecg"],
+        shard=section("shard"),
+        # the ECG root is where record_list.csv lives (record paths are relative to it)
+        ecg_root=lambda wildcards, input: Path(input.record_list).parent,
     script:
         "../scripts/shard_ecg.py"
 

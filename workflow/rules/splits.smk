@@ -17,7 +17,7 @@ rule make_splits:
         mem_mb=4000,
         runtime=30,
     params:
-        splits=config["splits"],
+        splits=section("splits"),
     script:
         "../scripts/make_splits.py"
 
@@ -39,7 +39,7 @@ rule stage_ids:
         mem_mb=2000,
         runtime=10,
     params:
-        splits=config["splits"],
+        splits=section("splits"),
     script:
         "../scripts/stage_ids.py"
 
@@ -59,6 +59,6 @@ rule select_lab_targets:
         mem_mb=2000,
         runtime=10,
     params:
-        min_per_class=config["lab_targets"]["min_per_class"],
+        min_per_class=section("lab_targets", "min_per_class"),
     script:
         "../scripts/select_lab_targets.py"

@@ -3,9 +3,12 @@ if config["source"]["synthetic"]:
 
     rule synthesize_cohort:
         output:
-            [source_path(t) for t in TABLES],
+            [source_path(t) for t in TABLES if t not in ("record_list", "patients", "edstays")],
             f"{SRC['mimic_iv_ecg']}/machine_measurements.csv",
             directory(f"{SRC['mimic_iv_ecg']}/files"),
+            record_list=source_path("record_list"),
+            patients=source_path("patients"),
+            edstays=source_path("edstays"),
             ground_truth=P["ground_truth"],
             done=P["synthetic_done"],
         log:
@@ -17,9 +20,10 @@ if config["source"]["synthetic"]:
             mem_mb=4000,
             runtime=30,
         params:
-            synthetic=config["synthetic"],
-            mimic_iv=SRC["mimic_iv"],
-            mimic_iv_ed=SRC["mimic_iv_ed"],
-            mimic_iv_ecg=SRC["mimic_iv_ecg"],
+            synthetic=section("synthetic"),
+            # dataset roots, from the files that sit at known depths below them
+            mimic_iv=lambda wildcards, output: Path(output.patients).parents[1],
+            mimic_iv_ed=lambda wildcards, output: Path(output.edstays).parents[1],
+            mimic_iv_ecg=lambda wildcards, output: Path(output.record_list).parent,
         script:
             "../scripts/synthesize_cohort.py"

@@ -21,18 +21,16 @@ rule finetune_diagnoses:
         log("finetune_diagnoses"),
     conda:
         "../envs/pipeline.yaml"
-    threads: workflow.cores
+    threads: 8  # capped at --cores locally; profiles set it per cluster
     resources:
         mem_mb=8000,
         runtime=240,
         gpu=0,  # a SLURM profile sets 1 (set-resources) for a GPU partition
     params:
         kind="method_diagnoses",
-        stage=config["finetune_diagnoses"],
-        model=config["model"],
-        train=config["train"],
-        mlflow=config["mlflow"],
-        results=R,
+        stage=section("finetune_diagnoses"),
+        model=section("model"),
+        train=section("train"),
         checkpoint_dir=f"{R}/checkpoints/method_diagnoses",
     script:
         "../scripts/train_supervised.py"
@@ -56,18 +54,16 @@ rule finetune_labs:
         log("finetune_labs"),
     conda:
         "../envs/pipeline.yaml"
-    threads: workflow.cores
+    threads: 8  # capped at --cores locally; profiles set it per cluster
     resources:
         mem_mb=8000,
         runtime=240,
         gpu=0,  # a SLURM profile sets 1 (set-resources) for a GPU partition
     params:
         kind="method_labs",
-        stage=config["finetune_labs"],
-        model=config["model"],
-        train=config["train"],
-        mlflow=config["mlflow"],
-        results=R,
+        stage=section("finetune_labs"),
+        model=section("model"),
+        train=section("train"),
         checkpoint_dir=f"{R}/checkpoints/method_labs",
     script:
         "../scripts/train_supervised.py"
@@ -89,18 +85,16 @@ rule baseline_signal_only:
         log("baseline_signal_only"),
     conda:
         "../envs/pipeline.yaml"
-    threads: workflow.cores
+    threads: 8  # capped at --cores locally; profiles set it per cluster
     resources:
         mem_mb=8000,
         runtime=240,
         gpu=0,  # a SLURM profile sets 1 (set-resources) for a GPU partition
     params:
         kind="signal_only",
-        stage=config["baselines"],
-        model=config["model"],
-        train=config["train"],
-        mlflow=config["mlflow"],
-        results=R,
+        stage=section("baselines"),
+        model=section("model"),
+        train=section("train"),
         checkpoint_dir=f"{R}/checkpoints/signal_only",
     script:
         "../scripts/train_supervised.py"
@@ -124,18 +118,16 @@ rule baseline_multimodal_classification:
         log("baseline_multimodal_classification"),
     conda:
         "../envs/pipeline.yaml"
-    threads: workflow.cores
+    threads: 8  # capped at --cores locally; profiles set it per cluster
     resources:
         mem_mb=8000,
         runtime=240,
         gpu=0,  # a SLURM profile sets 1 (set-resources) for a GPU partition
     params:
         kind="multimodal_classification",
-        stage=config["baselines"],
-        model=config["model"],
-        train=config["train"],
-        mlflow=config["mlflow"],
-        results=R,
+        stage=section("baselines"),
+        model=section("model"),
+        train=section("train"),
         checkpoint_dir=f"{R}/checkpoints/multimodal_classification",
     script:
         "../scripts/train_supervised.py"
@@ -159,18 +151,16 @@ rule baseline_multimodal_labs:
         log("baseline_multimodal_labs"),
     conda:
         "../envs/pipeline.yaml"
-    threads: workflow.cores
+    threads: 8  # capped at --cores locally; profiles set it per cluster
     resources:
         mem_mb=8000,
         runtime=240,
         gpu=0,  # a SLURM profile sets 1 (set-resources) for a GPU partition
     params:
         kind="multimodal_labs",
-        stage=config["baselines"],
-        model=config["model"],
-        train=config["train"],
-        mlflow=config["mlflow"],
-        results=R,
+        stage=section("baselines"),
+        model=section("model"),
+        train=section("train"),
         checkpoint_dir=f"{R}/checkpoints/multimodal_labs",
     script:
         "../scripts/train_supervised.py"

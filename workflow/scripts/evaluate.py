@@ -18,5 +18,5 @@ evaluate_predictions(
         Path(snakemake.input.label_manifest),
         Path(snakemake.input.lab_target_manifest),
     ),
-    tracking=TrackingConfig(**snakemake.params.mlflow, results_dir=snakemake.params.results),
+    tracking=TrackingConfig(**snakemake.config["mlflow"], results_dir=snakemake.config["results"]),
 )

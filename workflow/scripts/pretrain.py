@@ -3,7 +3,8 @@
 from pathlib import Path
 
 from pipeline.logs import setup_logging
-from pipeline.train.engine import TrackingConfig, TrainConfig
+from pipeline.tracking import TrackingConfig
+from pipeline.train.engine import TrainConfig
 from pipeline.train.pretrain import PretrainConfig, PretrainInputs, pretrain
 
 setup_logging(snakemake.log[0])
@@ -14,7 +15,7 @@ pretrain(
     PretrainConfig(**params.pretrain),
     params.model,
     TrainConfig(**params.train),
-    TrackingConfig(**params.mlflow, results_dir=params.results),
+    TrackingConfig(**snakemake.config["mlflow"], results_dir=snakemake.config["results"]),
     checkpoint_dir=Path(params.checkpoint_dir),
     threads=snakemake.threads,
 )

@@ -23,5 +23,5 @@ build_report(
         plots_dir=Path(out.plots),
     ),
     cfg=EvalConfig(**snakemake.params.evaluate),
-    tracking=TrackingConfig(**snakemake.params.mlflow, results_dir=snakemake.params.results),
+    tracking=TrackingConfig(**snakemake.config["mlflow"], results_dir=snakemake.config["results"]),
 )

@@ -8,7 +8,8 @@ the model needs them, features, feature_manifest, init_dir).
 from pathlib import Path
 
 from pipeline.logs import setup_logging
-from pipeline.train.engine import TrackingConfig, TrainConfig
+from pipeline.tracking import TrackingConfig
+from pipeline.train.engine import TrainConfig
 from pipeline.train.supervised import StageConfig, SupervisedInputs, train_supervised
 
 setup_logging(snakemake.log[0])
@@ -21,7 +22,7 @@ train_supervised(
     StageConfig(**params.stage),
     params.model,
     TrainConfig(**params.train),
-    TrackingConfig(**params.mlflow, results_dir=params.results),
+    TrackingConfig(**snakemake.config["mlflow"], results_dir=snakemake.config["results"]),
     checkpoint_dir=Path(params.checkpoint_dir),
     threads=snakemake.threads,
 )
