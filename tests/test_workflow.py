@@ -53,6 +53,15 @@ def test_table1_structure_and_bounds(finished_run: Path) -> None:
     for cell in cells:
         assert 0.0 <= cell["ci_low"] <= cell["auroc"] <= cell["ci_high"] <= 1.0
         assert cell["n_labels_evaluated"] > 0
+    comparisons = table["comparisons"]
+    for pair in (
+        "method_diagnoses_minus_signal_only",
+        "method_diagnoses_minus_multimodal_classification",
+        "method_labs_minus_multimodal_labs",
+    ):
+        diff = comparisons[pair]
+        assert -1.0 <= diff["ci_low"] <= diff["ci_high"] <= 1.0
+    assert "gap_bridged" in comparisons
     md = (finished_run / "results/table1.md").read_text()
     assert "Inference" in md and "ECG" in md
     assert (finished_run / "results/report.md").stat().st_size > 0

@@ -266,7 +266,7 @@ def build_report(
     names = diagnosis_names(label_manifest) | lab_target_names(lab_target_manifest)
     with atomic_path(outputs.plots_dir) as tmp_dir:
         facts = _figures(preds, names, cfg, tmp_dir)
-    table_md = write_table1(rows, outputs.table1_md, outputs.table1_csv, outputs.table1_json)
+    table_md = write_table1(rows, outputs.table1_md, outputs.table1_csv, outputs.table1_json, comp)
     rel = os.path.relpath(outputs.plots_dir, Path(outputs.report_md).parent)
     write_text_atomic(outputs.report_md, _report_text(table_md, comp, evals, facts, cfg, rel))
     _track(tracking, evals, comp, outputs)

@@ -192,8 +192,18 @@ def _flat_row(r: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def write_table1(rows: Sequence[Mapping[str, Any]], md: Path, csv: Path, json_path: Path) -> str:
-    """Write Table 1 as markdown, CSV and JSON; returns the markdown."""
+def write_table1(
+    rows: Sequence[Mapping[str, Any]],
+    md: Path,
+    csv: Path,
+    json_path: Path,
+    comparisons: Mapping[str, Any] | None = None,
+) -> str:
+    """Write Table 1 as markdown, CSV and JSON; returns the markdown.
+
+    The JSON also carries the paired comparisons (differences and the share of the gap
+    bridged, with their bootstrap intervals) so scripts need not parse report.md.
+    """
     text = table1_markdown(rows)
     write_text_atomic(md, "# Table 1: macro AUROC on the test fold\n\n" + text)
     schema = {
@@ -206,5 +216,6 @@ def write_table1(rows: Sequence[Mapping[str, Any]], md: Path, csv: Path, json_pa
     frame = pl.DataFrame([_flat_row(r) for r in rows], schema_overrides=schema)
     with atomic_path(csv, suffix=".csv") as tmp:
         frame.write_csv(tmp)
-    write_text_atomic(json_path, json.dumps({"rows": list(rows)}, indent=1, allow_nan=False) + "\n")
+    payload = {"rows": list(rows), "comparisons": dict(comparisons or {})}
+    write_text_atomic(json_path, json.dumps(payload, indent=1, allow_nan=False) + "\n")
     return text
