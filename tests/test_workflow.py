@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -124,3 +127,63 @@ def test_slurm_profile_submits_jobs(tmp_path: Path) -> None:
     )
     assert (tmp_path / "results/parquet/patients.parquet").stat().st_size > 0
     assert "submitted with SLURM jobid" in proc.stdout + proc.stderr
+
+
+def _record_paths(run: Path, study_ids: np.ndarray) -> list[Path]:
+    import polars as pl
+
+    cohort = pl.read_parquet(run / "results/extract/cohort.parquet").select("study_id", "path")
+    by_id = dict(cohort.iter_rows())
+    return [run / "results/synthetic/mimic-iv-ecg" / by_id[int(i)] for i in study_ids]
+
+
+def test_explain_cli_reproduces_pipeline_predictions_from_raw_wfdb(
+    finished_run: Path, tmp_path: Path
+) -> None:
+    # ECG-only inference from the raw record must give what the pipeline predicted.
+    results = finished_run / "results"
+    labs = np.load(results / "predictions/method_labs.npz")
+    dx = np.load(results / "predictions/method_diagnoses.npz")
+    records = _record_paths(finished_run, labs["study_id"][:3])
+    broken = tmp_path / records[0].name  # a copy of the first record with a truncated .dat
+    (tmp_path / f"{broken.name}.hea").write_text(records[0].with_suffix(".hea").read_text())
+    (tmp_path / f"{broken.name}.dat").write_bytes(
+        records[0].with_suffix(".dat").read_bytes()[:5000]
+    )
+    out = tmp_path / "explanations.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.explain",
+            "--model",
+            str(results / "models/method_labs"),
+            "--labels",
+            str(results / "extract/label_manifest.tsv"),
+            "--json",
+            str(out),
+            *map(str, [*records, broken]),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 1, proc.stderr  # one record was unreadable
+    assert "predicted lab abnormalities" in proc.stdout
+    explained = json.loads(out.read_text())
+    assert explained[-1]["error"].startswith("truncated_signal")
+    for k, item in enumerate(explained[:-1]):
+        lab = {f["label"]: f["probability"] for f in item["lab_abnormalities"]}
+        diag = {f["label"]: f["probability"] for f in item["diagnoses"]}
+        np.testing.assert_allclose([lab[t] for t in labs["labels"]], labs["prob"][k], atol=1e-5)
+        np.testing.assert_allclose([diag[c] for c in dx["labels"]], dx["prob"][k], atol=1e-5)
+        probs = [f["probability"] for f in item["diagnoses"]]
+        assert probs == sorted(probs, reverse=True)
+        assert any(f["name"] for f in item["diagnoses"])  # names from the label manifest
+
+
+def test_explain_refuses_a_model_without_both_heads(finished_run: Path) -> None:
+    from pipeline.explain import explain_records
+
+    with pytest.raises(ValueError, match="method_labs"):
+        explain_records(finished_run / "results/models/signal_only", [])
