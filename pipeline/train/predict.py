@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import nn
 
+from pipeline.evaluation.metrics import auroc_per_label
 from pipeline.io import atomic_path
 from pipeline.train.data import Batch, EpochLoader, to_device
 
@@ -61,6 +61,8 @@ def predict_probs(
 def macro_auroc(target: np.ndarray, prob: np.ndarray) -> tuple[float, int]:
     """Mean per-label ROC AUC over observed entries; labels lacking a class are skipped.
 
+    Uses the evaluation stage's AUROC, so model selection and Table 1 score the same way.
+
     Args:
         target: (N, K) with 0/1 and NaN for missing.
         prob: (N, K) scores.
@@ -68,14 +70,9 @@ def macro_auroc(target: np.ndarray, prob: np.ndarray) -> tuple[float, int]:
     Returns:
         (macro AUROC or NaN when no label qualifies, number of labels used).
     """
-    aucs = []
-    for j in range(target.shape[1]):
-        seen = ~np.isnan(target[:, j])
-        y = target[seen, j]
-        if y.size == 0 or y.min() == y.max():
-            continue
-        aucs.append(roc_auc_score(y, prob[seen, j]))
-    return (float(np.mean(aucs)) if aucs else float("nan")), len(aucs)
+    per_label = auroc_per_label(target.astype(np.float64), prob.astype(np.float64))  # (K,)
+    used = ~np.isnan(per_label)
+    return (float(per_label[used].mean()) if used.any() else float("nan")), int(used.sum())
 
 
 def write_predictions(
