@@ -1,7 +1,16 @@
 # ECG-explain: MIMIC-IV + ED + ECG -> an ECG-only diagnosis model that explains itself
 # with predicted lab abnormalities. This file only wires things up; rules live in
 # workflow/rules/, logic in the `pipeline` package.
+import sys
+from pathlib import Path
+
+import yaml
 from snakemake.utils import min_version, validate
+
+sys.path.insert(0, workflow.basedir)  # the pipeline package, even where not pip-installed
+from pipeline.config_checks import coerce_cli_strings
+
+CONFIG_SCHEMA = "workflow/schemas/config.schema.yaml"
 
 min_version("8.0")
 
@@ -9,7 +18,9 @@ min_version("8.0")
 configfile: "config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# `--config key='{a: false}'` delivers nested values as strings: parse those the schema types.
+coerce_cli_strings(config, yaml.safe_load(Path(workflow.basedir, CONFIG_SCHEMA).read_text()))
+validate(config, CONFIG_SCHEMA)
 
 
 include: "workflow/rules/common.smk"
@@ -20,6 +31,10 @@ include: "workflow/rules/splits.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/common_study.smk"
+include: "workflow/rules/probe.smk"
+include: "workflow/rules/study.smk"
+include: "workflow/rules/export.smk"
 
 
 rule all:
@@ -27,3 +42,5 @@ rule all:
     input:
         P["table1_md"],
         P["report"],
+        P["probe_md"],
+        P["export_dir"],

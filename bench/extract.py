@@ -5,14 +5,19 @@ cohort in the MIMIC layout (``pipeline.synth.synthesize_cohort`` with extra outp
 lab draws, about 500 lab rows per subject as in MIMIC-IV), builds the ED cohort once
 (untimed, shared by both contenders), then times in fresh subprocesses:
 
-- ours: ``convert_table`` of labevents + d_labitems (streamed csv.gz -> parquet) and
+- ours: ``convert_table`` of labevents + d_labitems (streamed csv.gz -> parquet, as the
+  pipeline runs it: projection on, ISA-L inflater, parallel parsing) and
   ``extract_features`` (all MDS-ED features, lab statistics included);
+- before: the same with the converter of main before issue 11 (Arrow's streaming reader
+  and zlib, all columns; ``convert_parts.convert_before``);
 - pandas: ``pd.read_csv`` of the whole labevents and d_labitems, most frequent fluid per
   label, merge with the cohort's stays, window filter, vectorised groupby statistics
   (the same 9 per lab), pivot, write parquet.
 
 Each child reports its wall time and its own peak RSS (``getrusage(RUSAGE_SELF)``);
-the lab statistics of both are compared. Usage::
+the lab statistics of ours and pandas are compared. A last child measures the parts of
+the conversion alone (``bench/convert_parts.py``: inflate, tokenise, type, encode, and
+the inflate + tokenise pipe that is our conversion's ceiling). Usage::
 
     python bench/extract.py                      # 2M and 20M rows
     python bench/extract.py --sizes 200000 2000000 --workdir /tmp/bench
@@ -24,6 +29,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -102,21 +108,27 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_ours(src: Path, work: Path) -> dict:
-    from pipeline.data.convert import convert_table
+def run_ours(src: Path, work: Path, before: bool = False) -> dict:
+    from convert_parts import convert_before
+
+    from pipeline.data.convert import ConvertConfig, convert_table
     from pipeline.data.features import FeatureConfig, extract_features
 
+    cfg, out = ConvertConfig(), work / ("before" if before else "ours")
     tables = {t: work / "parquet" / f"{t}.parquet" for t in SMALL_TABLES}
     t0, c0 = time.monotonic(), _cpu()
     for t in ("labevents", "d_labitems"):
-        tables[t] = work / "ours" / f"{t}.parquet"
-        convert_table(t, src / "mimic-iv" / "hosp" / f"{t}.csv.gz", tables[t], 1_000_000)
+        tables[t], source = out / f"{t}.parquet", src / "mimic-iv" / "hosp" / f"{t}.csv.gz"
+        if before:
+            convert_before(t, source, tables[t])
+        else:  # the config defaults, as rule convert runs it
+            convert_table(t, source, tables[t], cfg.batch_rows, projection=cfg.projection)
     t1, c1 = time.monotonic(), _cpu()
     extract_features(
         work / "cohort.parquet",
         tables,
-        work / "ours" / "features.parquet",
-        work / "ours" / "manifest.tsv",
+        out / "features.parquet",
+        out / "manifest.tsv",
         FeatureConfig(window_minutes=WINDOW_MIN),
     )
     t2, c2 = time.monotonic(), _cpu()
@@ -174,7 +186,14 @@ def child(which: str, src: Path, work: Path) -> None:
     with contextlib.suppress(OSError):
         Path("/proc/self/oom_score_adj").write_text("1000")
     t0 = time.monotonic()
-    phases = (run_ours if which == "ours" else run_pandas)(src, work)
+    if which == "parts":
+        from convert_parts import measure as measure_parts
+
+        phases = measure_parts(src / "mimic-iv" / "hosp" / "labevents.csv.gz", work)
+    elif which == "pandas":
+        phases = run_pandas(src, work)
+    else:
+        phases = run_ours(src, work, before=which == "before")
     seconds = time.monotonic() - t0
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu = usage.ru_utime + usage.ru_stime  # robust to other load on a shared machine
@@ -195,6 +214,15 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _available_mb() -> float:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemAvailable:"):
@@ -208,13 +236,14 @@ def measure(which: str, src: Path, work: Path, cap_mb: float) -> dict:
     cmd = [sys.executable, __file__, "--child", which, "--src", str(src), "--work", str(work)]
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seen = 0.0
+    seen = cpu = 0.0
     while proc.poll() is None:
-        seen = max(seen, _rss_mb(proc.pid))
+        seen, cpu = max(seen, _rss_mb(proc.pid)), max(cpu, _cpu_s(proc.pid))
         if seen > cap_mb:
             proc.kill()
             proc.wait()
-            return {"killed": True, "seconds": time.monotonic() - t0, "peak_mb": seen}
+            # what it used until killed: lower bounds of what it needs
+            return {"killed": True, "seconds": time.monotonic() - t0, "cpu_s": cpu, "peak_mb": seen}
         time.sleep(0.2)
     out, err = proc.communicate()
     if proc.returncode != 0:
@@ -247,33 +276,89 @@ def compare(work: Path) -> float:
 
 def _fmt(r: dict, n_rows: int) -> str:
     if r.get("killed"):
-        return f"killed at {r['peak_mb']:,.0f} MB after {r['seconds']:.0f} s"
+        return (
+            f"killed at {r['peak_mb']:,.0f} MB after {r['seconds']:.0f} s "
+            f"({r.get('cpu_s', 0):.0f} s cpu), not finished"
+        )
     return (
         f"{r['seconds']:.1f} s wall, {r['cpu_s']:.1f} s cpu, {n_rows / r['seconds']:,.0f} rows/s, "
         f"peak RSS {r['peak_mb']:,.0f} MB"
     )
 
 
-def report(results: list[tuple[int, int, dict, dict, float | None]]) -> None:
-    for n_rows, n_ecgs, o, p, diff in results:
+def _phases(r: dict) -> str:
+    return (
+        f"         convert {r['convert_s']:.1f} s ({r['convert_cpu_s']:.1f} cpu), "
+        f"extract_features {r['features_s']:.1f} s ({r['features_cpu_s']:.1f} cpu)"
+    )
+
+
+def report_parts(parts: dict, ours: dict, before: dict, n_rows: int) -> None:
+    """Conversion CPU by part (measured alone) and our rate against the ceiling."""
+    tok, base = parts["tokenise"], parts["tokenise_stream"]
+    tok_stream = base["cpu_s"] - base["encode_cpu_s"]
+    rows = []
+    for label, inflate, typed in (("before", "zlib", "all"), ("after", "isal", "projection")):
+        t = parts[f"typed_{typed}"]
+        enc = t["encode_cpu_s"]
+        typ = t["cpu_s"] - enc - tok_stream
+        rows.append((label, parts[f"inflate_{inflate}"]["cpu_s"], typ, enc))
+    print(
+        f"conversion CPU s by part, each alone ({parts['inflated_mb']:,.0f} MB inflated; "
+        "tokenise: Arrow's streaming reader, one column)"
+    )
+    print("         inflate   tokenise   type   parquet   sum  | measured convert (2 tables)")
+    for (label, inf, typ, enc), run in zip(rows, (before, ours), strict=True):
+        total = inf + tok_stream + typ + enc
+        print(
+            f"  {label:6s} {inf:7.2f} {tok_stream:9.2f} {typ:7.2f} {enc:8.2f} {total:6.2f}  | "
+            f"{run['convert_cpu_s']:.1f} cpu, {run['convert_s']:.1f} s wall"
+        )
+    inf = parts["inflate_isal"]
+    pipe = parts["pipe"]
+    print(
+        f"ceiling: inflate alone {inf['s']:.1f} s ({inf['cpu_s']:.1f} cpu), tokenise alone "
+        f"{tok['s']:.1f} s ({tok['cpu_s']:.1f} cpu), inflate|tokenise pipe {pipe['s']:.1f} s "
+        f"({pipe['cpu_s']:.1f} cpu) = {n_rows / pipe['s']:,.0f} rows/s"
+    )
+    print(
+        f"ours vs ceiling: {pipe['s'] / ours['convert_s']:.0%} of the pipe's rate (wall), "
+        f"{(inf['cpu_s'] + tok['cpu_s']) / ours['convert_cpu_s']:.0%} in CPU "
+        f"(inflate + tokenise cpu / our convert cpu); before: "
+        f"{pipe['s'] / before['convert_s']:.0%} wall, "
+        f"{(inf['cpu_s'] + tok['cpu_s']) / before['convert_cpu_s']:.0%} cpu"
+    )
+
+
+def report(results: list[tuple[int, int, dict, dict]]) -> None:
+    for n_rows, n_ecgs, r, diff in results:
+        o, b, p = r["ours"], r["before"], r["pandas"]
         print(f"\n== labevents {n_rows:,} rows, cohort {n_ecgs:,} ECGs")
         print(f"ours   : {_fmt(o, n_rows)}")
-        print(
-            f"         convert {o['convert_s']:.1f} s ({o['convert_cpu_s']:.1f} cpu), "
-            f"extract_features {o['features_s']:.1f} s ({o['features_cpu_s']:.1f} cpu)"
-        )
+        print(_phases(o))
+        print(f"before : {_fmt(b, n_rows)}")
+        print(_phases(b))
         print(f"pandas : {_fmt(p, n_rows)}")
-        if not p.get("killed"):
+        print(
+            f"ratios : ours vs before {b['seconds'] / o['seconds']:.1f}x wall, "
+            f"{b['cpu_s'] / o['cpu_s']:.1f}x cpu (convert alone "
+            f"{b['convert_s'] / o['convert_s']:.1f}x wall, "
+            f"{b['convert_cpu_s'] / o['convert_cpu_s']:.1f}x cpu)"
+        )
+        at_least = ">" if p.get("killed") else ""  # a killed run gives lower bounds
+        for name, x in (("ours", o), ("before", b)):
             print(
-                f"ratios : speed-up {p['seconds'] / o['seconds']:.1f}x wall, "
-                f"{p['cpu_s'] / o['cpu_s']:.1f}x cpu, "
-                f"{p['seconds'] / o['features_s']:.1f}x vs features alone; "
-                f"peak RSS pandas/ours {p['peak_mb'] / o['peak_mb']:.1f}x; "
-                f"max rel diff of lab stats {diff:.1e}"
+                f"         pandas / {name}: {at_least}{p['seconds'] / x['seconds']:.1f}x wall, "
+                f"{at_least}{p['cpu_s'] / x['cpu_s']:.1f}x cpu, "
+                f"peak RSS {at_least}{p['peak_mb'] / x['peak_mb']:.1f}x"
             )
+        if diff is not None:
+            print(f"         max rel diff of lab stats ours vs pandas {diff:.1e}")
+        if "parts" in r:
+            report_parts(r["parts"], o, b, n_rows)
     if len(results) > 1:
-        (r0, _, o0, _, _), (r1, _, o1, _, _) = results[0], results[-1]
-        rss = o1["peak_mb"] / o0["peak_mb"]
+        (r0, _, x0, _), (r1, _, x1, _) = results[0], results[-1]
+        rss = x1["ours"]["peak_mb"] / x0["ours"]["peak_mb"]
         print(f"\nour peak RSS grows {rss:.2f}x for {r1 / r0:.1f}x rows")
 
 
@@ -288,7 +373,8 @@ def main() -> None:
         help="kill a contender above this RSS "
         "(default: 80%% of MemAvailable at the start of each run)",
     )
-    ap.add_argument("--child", choices=["ours", "pandas"])
+    ap.add_argument("--no-parts", action="store_true", help="skip the conversion breakdown")
+    ap.add_argument("--child", choices=["ours", "before", "pandas", "parts"])
     ap.add_argument("--src", type=Path)
     ap.add_argument("--work", type=Path)
     args = ap.parse_args()
@@ -302,11 +388,12 @@ def main() -> None:
         n_rows = meta["rows"]["labevents"]
         work = args.workdir / f"work_{rows}"
         prepare(src, work)
-        cap = args.cap_mb or 0.8 * _available_mb()
-        ours = measure("ours", src, work, cap)
-        pandas = measure("pandas", src, work, args.cap_mb or 0.8 * _available_mb())
-        diff = None if pandas.get("killed") or ours.get("killed") else compare(work)
-        results.append((n_rows, meta["ecgs"], ours, pandas, diff))
+        runs = {}
+        for which in ("ours", "before", "pandas") + (() if args.no_parts else ("parts",)):
+            runs[which] = measure(which, src, work, args.cap_mb or 0.8 * _available_mb())
+        killed = runs["pandas"].get("killed") or runs["ours"].get("killed")
+        diff = None if killed else compare(work)
+        results.append((n_rows, meta["ecgs"], runs, diff))
         report(results[-1:])
     report(results)
 

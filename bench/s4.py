@@ -1,126 +1,47 @@
-"""Benchmark the S4 kernel backends: train-step time and peak memory vs a naive kernel.
+"""Benchmark the S4 encoder: kernel backends, and the fast path against the old formulation.
 
-Each (backend, L, N) configuration runs in its own subprocess. Time: median of the timed steps
-after warm-up. Memory: peak of one extra step above what is live before it (parameters,
-optimiser state, inputs): on CUDA with ``torch.cuda.max_memory_allocated``; on CPU as the peak
-resident set (VmHWM, reset through /proc/self/clear_refs) with glibc switched to mmap for large
-blocks, so that the RSS follows live tensors instead of the allocator's free lists.
-Backends: ``naive`` materialises the (K, H, N/2, L) Cauchy tensor (the baseline), ``torch``
-is the chunked pure-torch path, ``keops`` the pykeops reduction. Ratios are computed against
-``naive`` measured in the same run. On CPU a worker gets an address-space limit
-(--mem-limit-gb) so that an exploding configuration fails with "OOM" instead of swapping the
-machine; a failed train step is retried with half the batch down to --min-batch.
+Sections (each configuration in its own subprocess):
+
+* ``kernel``: one layer's kernel(L) forward + backward per backend; ``naive`` materialises the
+  (K, H, N/2, L) Cauchy tensor (the baseline), ``torch`` is the chunked path, ``keops`` pykeops.
+* ``train``: encoder + linear head train step (fwd + bwd + AdamW) per backend, vs ``naive``.
+* ``layout``: the same train step "before" (``pipeline.models.reference``: the formulation
+  before issue 11, channels-first with Conv1d(k=1) maps, autograd through torch.fft, nn.Dropout,
+  on the same weights and kernel code) against "after" (the encoder's own forward).
+  Both run interleaved in one process (step before, step after, ...), so load from other jobs
+  hits both alike; the ratio is the median of the per-pair ratios. Peak memory per variant
+  comes from separate processes.
+* ``eval``: single-record (batch 1) eval-mode latency under no_grad, before vs after
+  (the after path reuses its cached SSM kernels), interleaved likewise.
+
+Time: medians of the timed steps after warm-up. Memory: peak of one extra step above what is
+live before it: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the peak resident set
+(VmHWM, reset through /proc/self/clear_refs) with glibc switched to mmap for large blocks, so
+that the RSS follows live tensors. On CPU a worker gets an address-space limit (--mem-limit-gb)
+so that an exploding configuration fails with "OOM" instead of swapping; a failed train step
+is retried with half the batch down to --min-batch. ``--malloc`` makes every worker call
+``pipeline.models.ops.reuse_freed_memory`` (glibc keeps freed blocks for reuse).
 
 Usage:
-    python bench/s4.py                 # reference sizes: d_model 512, 4 layers
-    python bench/s4.py --small         # d_model 128 (finishes in minutes on 2 CPU cores)
+    python bench/s4.py                             # everything at the reference sizes
+    python bench/s4.py --sections layout eval --d-model 64 --n-layers 2   # default size
+    python bench/s4.py --tiny --device cpu         # plumbing check in seconds
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import resource
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from s4_worker import worker
 
-
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as fh:
-        line = next(x for x in fh if x.startswith(field + ":"))
-    return int(line.split()[1]) / 1024  # kB
-
-
-def _cpu_memory_mode() -> None:
-    """Make the RSS follow live tensors, then reset the peak-RSS counter (VmHWM).
-
-    By default glibc raises its mmap threshold after the first large free and keeps freed
-    blocks in the heap, so the RSS would measure the allocator's history. Called after the
-    timed steps, because mmap-per-allocation slows the steps down.
-    """
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
-    libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD
-    libc.malloc_trim(0)
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")  # reset VmHWM to the current RSS
-
-
-def worker(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Run one configuration; returns median seconds and peak extra memory in MiB."""
-    import torch
-
-    sys.path.insert(0, str(ROOT))
-    from pipeline.models import ECGEncoder, S4Layer
-
-    torch.manual_seed(0)
-    dev = torch.device(cfg["device"])
-    if cfg["threads"]:
-        torch.set_num_threads(cfg["threads"])
-    if cfg["what"] == "kernel":
-        layer = S4Layer(cfg["d_model"], cfg["d_state"], mode=cfg["mode"], kernel_backend="torch")
-        layer = layer.to(dev)
-
-        def step(length: int = cfg["length"]) -> None:
-            k = layer.kernel(length, backend=cfg["backend"])  # (C_out, H, L)
-            k.square().sum().backward()
-    else:
-        enc = ECGEncoder(
-            12,
-            cfg["d_model"],
-            cfg["n_layers"],
-            cfg["d_state"],
-            cfg["mode"],
-            True,
-            0.2,
-            cfg["backend"],
-        ).to(dev)
-        head = torch.nn.Linear(cfg["d_model"], 20).to(dev)
-        opt = torch.optim.AdamW([*enc.parameters(), *head.parameters()], lr=1e-3)
-        x = torch.randn(cfg["batch"], 12, cfg["length"], device=dev)
-        y = (torch.rand(cfg["batch"], 20, device=dev) < 0.2).float()
-
-        def step(length: int = cfg["length"]) -> None:
-            logits = head(enc(x[..., :length]))
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-    def sync() -> None:
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-
-    step(16)  # loads the libraries (MKL, FFT, KeOps modules) and creates the optimiser state
-    for _ in range(cfg["warmup"]):  # includes KeOps compilation on first use
-        step()
-    sync()
-    times = []
-    for _ in range(cfg["steps"]):
-        t0 = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - t0)
-    # Memory: one more step, measured as the peak above what is live before it (parameters,
-    # optimiser state, inputs), i.e. the activations and kernel temporaries of a step.
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        step()
-        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-    else:
-        _cpu_memory_mode()
-        base = _status_mb("VmRSS")
-        step()
-        peak = _status_mb("VmHWM") - base
-    return {"seconds": statistics.median(times), "mem_mb": max(peak, 0.0)}
+SECTIONS = ("kernel", "train", "layout", "eval")
 
 
 def run_config(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -134,11 +55,7 @@ def run_config(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
 
     try:
         proc = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            timeout=args.timeout,
-            preexec_fn=set_limit,
+            cmd, capture_output=True, text=True, timeout=args.timeout, preexec_fn=set_limit
         )
     except subprocess.TimeoutExpired:
         return {"error": f"timeout>{args.timeout}s"}
@@ -150,83 +67,164 @@ def run_config(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     return {"error": "OOM" if oom or proc.returncode == -9 else (err[-1][:80] if err else "?")}
 
 
-def _fmt(res: dict[str, Any], base: dict[str, Any] | None) -> str:
+def run_train(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """A train-step worker, halving the batch on OOM down to --min-batch."""
+    res = run_config(cfg, args)
+    while res.get("error") == "OOM" and cfg["batch"] // 2 >= args.min_batch:
+        cfg["batch"] //= 2
+        res = run_config(cfg, args)
+    return {**res, "batch": cfg["batch"]}
+
+
+def _cell(res: dict[str, Any], base: dict[str, Any] | None) -> str:
     if "error" in res:
         return f"{res['error']:>28}"
     text = f"{res['seconds']:8.3f}s {res['mem_mb']:8.0f}MiB"
-    if base and "error" not in base:
-        text += f" x{base['seconds'] / res['seconds']:4.1f}"
-    else:
-        text += "  (n/a)" if base else ""
+    if base is not None:
+        ok = "error" not in base
+        text += f" x{base['seconds'] / res['seconds']:4.1f}" if ok else "  (n/a)"
     return f"{text:>28}"
+
+
+def backend_section(what: str, base: dict[str, Any], args: argparse.Namespace) -> list[dict]:
+    """Kernel or train step per backend, ratios vs naive."""
+    rows = []
+    print(f"{'N':>3} {'L':>5} {'batch':>5} " + "".join(f"{b:>28}" for b in args.backends))
+    for n in args.states:
+        for length, batch in zip(args.lengths, args.batches, strict=True):
+            results, batches = {}, []
+            for backend in args.backends:
+                cfg = {**base, "what": what, "backend": backend, "d_state": n}
+                cfg.update(length=length, batch=batch)
+                results[backend] = (
+                    run_train(cfg, args) if what == "train" else run_config(cfg, args)
+                )
+                batches.append(str(results[backend]["batch"]) if what == "train" else "-")
+            ref = results.get("naive")
+            cells = "".join(_cell(results[b], None if b == "naive" else ref) for b in args.backends)
+            print(f"{n:>3} {length:>5} {'/'.join(dict.fromkeys(batches)):>5} {cells}", flush=True)
+            rows += [
+                {"section": what, "N": n, "L": length, "backend": b, **r}
+                for b, r in results.items()
+            ]
+    return rows
+
+
+def _fmt_pair(res: dict[str, Any], mem: dict[str, dict[str, Any]] | None) -> str:
+    if "error" in res:
+        return f"  {res['error']}"
+    text = f"{res['before']:9.3f}s {res['after']:9.3f}s   x{res['ratio']:5.2f}"
+    text += f"  [{res['ratio_lo']:.2f}-{res['ratio_hi']:.2f}]"
+    if mem is not None:
+        text += "".join(
+            f" {m['mem_mb']:9.0f}MiB" if "error" not in m else f" {m['error']:>12}"
+            for m in (mem["before"], mem["after"])
+        )
+    return text
+
+
+def pair_section(what: str, base: dict[str, Any], args: argparse.Namespace) -> list[dict]:
+    """Before vs after, interleaved in one worker; memory per variant for train steps."""
+    rows = []
+    head = (
+        f"{'N':>3} {'L':>5} {'batch':>5} {'before':>10} {'after':>10} {'ratio':>8} {'(range)':>12}"
+    )
+    print(head + (f" {'mem before':>12} {'mem after':>12}" if what == "layout" else ""))
+    for length, batch in zip(args.lengths, args.batches, strict=True):
+        cfg = {**base, "what": what, "backend": args.layout_backend, "d_state": args.states[0]}
+        cfg.update(length=length, batch=batch if what == "layout" else 1, profile=args.profile)
+        res = run_train(cfg, args) if what == "layout" else run_config(cfg, args)
+        mem = None
+        if what == "layout" and "error" not in res:
+            mem = {
+                v: run_config({**cfg, "what": "mem", "variant": v, "batch": res["batch"]}, args)
+                for v in ("before", "after")
+            }
+        print(
+            f"{cfg['d_state']:>3} {length:>5} {res.get('batch', 1):>5} {_fmt_pair(res, mem)}",
+            flush=True,
+        )
+        for variant, table in res.pop("profile", {}).items():
+            print(f"   top {args.profile} ops by self CPU, {variant} (L {length}):")
+            print("\n".join(f"     {line}" for line in table))
+        rows.append({"section": what, "L": length, **res, "mem": mem})
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--small", action="store_true", help="d_model 128 instead of 512")
+    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
+    parser.add_argument("--small", action="store_true", help="d_model 128 (same as --d-model)")
+    parser.add_argument("--tiny", action="store_true", help="plumbing check: tiny sizes, 1 step")
+    parser.add_argument("--d-model", type=int, default=512)
+    parser.add_argument("--n-layers", type=int, default=4)
     parser.add_argument("--lengths", type=int, nargs="+", default=[250, 1000, 5000])
+    parser.add_argument("--batches", type=int, nargs="+", default=[32, 16, 4], help="per length")
     parser.add_argument("--states", type=int, nargs="+", default=[8, 64])
     parser.add_argument("--backends", nargs="+", default=["naive", "torch", "keops"])
+    parser.add_argument("--layout-backend", default="torch", help="kernel backend of layout/eval")
     parser.add_argument("--mode", default="dplr", choices=["dplr", "diag"])
-    parser.add_argument("--n-layers", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--min-batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3, help="timed steps (median reported)")
+    parser.add_argument("--eval-steps", type=int, default=20, help="timed eval forwards")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    parser.add_argument("--malloc", action="store_true", help="reuse_freed_memory() in workers")
+    parser.add_argument("--profile", type=int, default=0, help="top-N ops of layout steps")
     parser.add_argument("--mem-limit-gb", type=float, default=8.0)
-    parser.add_argument("--timeout", type=int, default=600, help="seconds per configuration")
-    parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per configuration")
+    parser.add_argument("--skip-train", action="store_true", help="drop the train section")
+    parser.add_argument("--json", type=Path, help="also write every result to this file")
     args = parser.parse_args()
     if args.worker:
         print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
         return
+    if args.small:
+        args.d_model = 128
+    if args.tiny:
+        args.d_model, args.n_layers, args.lengths, args.batches = 16, 1, [64, 128], [2, 2]
+        args.states, args.steps, args.eval_steps, args.warmup = [4], 1, 2, 0
+    if len(args.batches) != len(args.lengths):
+        parser.error("--batches needs one batch size per --lengths entry")
+    if args.skip_train and "train" in args.sections:
+        args.sections.remove("train")
 
     import torch
 
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    d_model = 128 if args.small else 512
+    if device == "cuda" and not torch.cuda.is_available():
+        sys.exit("bench/s4.py: --device cuda but torch sees no CUDA device")
     print(
         f"S4 benchmark: device={device} ({args.threads or torch.get_num_threads()} threads) "
-        f"mode={args.mode} "
-        f"d_model={d_model} n_layers={args.n_layers} bidirectional; time = median of "
-        f"{args.steps} steps after {args.warmup} warm-up; memory = peak above live before a step "
-        f"({'CUDA allocated' if device == 'cuda' else 'RSS'}); xR = speed-up vs naive",
+        f"mode={args.mode} d_model={args.d_model} n_layers={args.n_layers} bidirectional, "
+        f"dropout 0.2; time = median of {args.steps} steps after {args.warmup} warm-up; memory = "
+        f"peak above live before a step ({'CUDA allocated' if device == 'cuda' else 'RSS'})"
+        f"{'; glibc reuse_freed_memory' if args.malloc else ''}",
         flush=True,
     )
-    base = {"device": device, "d_model": d_model, "mode": args.mode, "threads": args.threads}
-    base.update(n_layers=args.n_layers, steps=args.steps, warmup=args.warmup)
-    sections = [("kernel", "kernel only (1 layer: kernel(L) forward + backward)")]
-    if not args.skip_train:
-        sections.append(("train", "train step (encoder + linear head, fwd + bwd + AdamW)"))
-    for what, title in sections:
-        print(f"\n== {title}")
-        print(f"{'N':>3} {'L':>5} {'batch':>5} " + "".join(f"{b:>28}" for b in args.backends))
-        for n in args.states:
-            for length in args.lengths:
-                results, batches = {}, []
-                for backend in args.backends:
-                    cfg = {**base, "what": what, "backend": backend, "d_state": n}
-                    cfg.update(length=length, batch=args.batch)
-                    res = run_config(cfg, args)
-                    while what == "train" and res.get("error") == "OOM":
-                        if cfg["batch"] // 2 < args.min_batch:
-                            break
-                        cfg["batch"] //= 2
-                        res = run_config(cfg, args)
-                    results[backend] = res
-                    batches.append(str(cfg["batch"]) if what == "train" else "-")
-                ref = results.get("naive")
-                cells = "".join(
-                    _fmt(results[b], None if b == "naive" else ref) for b in args.backends
-                )
-                print(
-                    f"{n:>3} {length:>5} {'/'.join(dict.fromkeys(batches)):>5} {cells}", flush=True
-                )
+    base = {"device": device, "d_model": args.d_model, "mode": args.mode, "threads": args.threads}
+    base.update(n_layers=args.n_layers, steps=args.steps, warmup=args.warmup, malloc=args.malloc)
+    base.update(eval_steps=args.eval_steps)
+    titles = {
+        "kernel": "kernel only (1 layer: kernel(L) forward + backward); xR = speed-up vs naive",
+        "train": "train step (encoder + linear head, fwd + bwd + AdamW); xR = speed-up vs naive",
+        "layout": "train step before (pre-issue-11 formulation) vs after, interleaved; "
+        "ratio = before / after (median, range of pairs)",
+        "eval": "single-record eval latency (batch 1, no_grad), before vs after, interleaved",
+    }
+    rows: list[dict] = []
+    for section in args.sections:
+        print(f"\n== {titles[section]}")
+        if section in ("kernel", "train"):
+            rows += backend_section(section, base, args)
+        else:
+            rows += pair_section(section, base, args)
+    if args.json:
+        args.json.write_text(json.dumps({"config": base, "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import logging
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from types import TracebackType
 from typing import TypeVar
 
 from tqdm.auto import tqdm
@@ -16,12 +17,32 @@ _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def setup_logging(log_file: str | Path | None = None, level: int = logging.INFO) -> None:
-    """Log to stderr and, when given, to ``log_file`` (the rule's ``log:``)."""
+    """Log to stderr and, when given, to ``log_file`` (the rule's ``log:``).
+
+    Also routes an uncaught exception through logging, so the reason a job failed
+    (message and traceback) lands in its log file, not only on the console, which under
+    Snakemake or SLURM is a different file.
+    """
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file is not None:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file, mode="w"))
     logging.basicConfig(level=level, format=_FORMAT, handlers=handlers, force=True)
+    sys.excepthook = log_uncaught
+
+
+def log_uncaught(
+    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
+    """``sys.excepthook``: the error and its traceback to every handler (console and file).
+
+    The first line carries the exception type and message, so ``tail -n`` or ``grep``
+    on a job log finds the reason; the traceback follows.
+    """
+    what = "interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed"
+    logging.getLogger("pipeline").critical(
+        "stage %s: %s: %s", what, exc_type.__name__, exc, exc_info=(exc_type, exc, tb)
+    )
 
 
 def progress(

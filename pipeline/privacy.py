@@ -53,6 +53,11 @@ def _is_identifier(key: str) -> bool:
     return False
 
 
+def is_identifier(key: str) -> bool:
+    """Whether a column or key name is a patient identifier or a date (never print its values)."""
+    return _is_identifier(key)
+
+
 def check_no_identifiers(keys: Iterable[str], what: str) -> None:
     """Raise ``ValueError`` if any key names a patient identifier or a date column.
 

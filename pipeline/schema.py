@@ -229,6 +229,22 @@ TABLES: dict[str, TableSpec] = {
     ]
 }
 
+# Columns the pipeline reads of a table that it reads only in part. With config
+# `convert.projection` (the default) conversion keeps just these and labels the parquet
+# as a projection in its metadata: every column is still tokenised, but typing and
+# encoding the unused ones was half of labevents' conversion CPU (bench/extract.py).
+# Readers: pipeline/data/features.py, lab_targets.py, labs.py.
+PROJECTIONS: dict[str, tuple[str, ...]] = {
+    "labevents": (
+        "subject_id",
+        "itemid",
+        "charttime",
+        "valuenum",
+        "ref_range_lower",
+        "ref_range_upper",
+    ),
+}
+
 
 def table(name: str) -> TableSpec:
     """Look up a table spec by name, with an error that lists the known tables."""
@@ -346,6 +362,9 @@ def markdown() -> str:
         out.append("| column | type |\n|---|---|")
         out.extend(f"| {col} | {dtype} |" for col, dtype in spec.columns.items())
         out.append("")
+        if spec.name in PROJECTIONS:
+            kept = ", ".join(PROJECTIONS[spec.name])
+            out.append(f"Converted as a projection (`convert.projection`): only {kept}.\n")
     out.append("## Protocol lab labels (d_labitems.label)\n")
     out.append(", ".join(PROTOCOL_LABS) + "\n")
     return "\n".join(out)

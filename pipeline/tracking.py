@@ -21,6 +21,8 @@ import hashlib
 import json
 import logging
 import math
+import os
+import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -37,6 +39,9 @@ RESULTS_KEY_TAG = "ecg_explain.results_key"
 ROLE_TAG = "ecg_explain.role"
 STAGE_TAG = "ecg_explain.stage"
 PARENT_TAG = "mlflow.parentRunId"
+RESUMES_TAG = "ecg_explain.resumes"  # on a rerun: the interrupted run(s) it replaces
+SUPERSEDED_TAG = "ecg_explain.superseded_by"  # on an interrupted run: the run that replaced it
+OWNER_TAG = "ecg_explain.owner"  # host:pid of the process that opened the run
 LOCK_NAME = ".mlflow.lock"
 _RETRY_SLEEPS_S = (0.5, 2.0)  # a locked sqlite database usually frees up within seconds
 
@@ -275,6 +280,9 @@ def stage_run(
 
     Yields:
         A :class:`StageRun`; the run ends FINISHED, or FAILED / KILLED when the body raises.
+        Runs of the same stage left RUNNING by a killed job are closed as KILLED first;
+        the new run names them in tag ``ecg_explain.resumes`` and each names the new run
+        in ``ecg_explain.superseded_by`` (a rerun links to, never reuses, the old run).
 
     Raises:
         ValueError: If a parameter key names a patient identifier (checked before anything
@@ -286,6 +294,10 @@ def stage_run(
         conn = _connect(tracking_uri, experiment, Path(results_dir))
         if conn is not None:
             client, exp_id, parent = conn
+            key = results_key(Path(results_dir))
+            _, interrupted = _retrying(
+                "search_runs", lambda: _interrupted_runs(client, exp_id, key, stage)
+            )
             _, created = _retrying(
                 "create_run",
                 lambda: client.create_run(
@@ -295,15 +307,62 @@ def stage_run(
                         PARENT_TAG: parent,
                         STAGE_TAG: stage,
                         ROLE_TAG: "stage",
-                        RESULTS_KEY_TAG: results_key(Path(results_dir)),
+                        RESULTS_KEY_TAG: key,
+                        OWNER_TAG: _owner(),
                     },
                 ),
             )
             if created is not None:
                 run = StageRun(client, created.info.run_id)
+                _supersede(client, run, interrupted or [])
                 run.log_params(params)
     with _terminating(run):
         yield run
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive_here(owner: str) -> bool:
+    """Whether ``owner`` (host:pid) is a live process on this host (then it is no orphan)."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _interrupted_runs(client: Any, experiment_id: str, key: str, stage: str) -> list[str]:
+    """Run ids of this stage and results directory left RUNNING by a killed job.
+
+    A ``kill -9`` (or a lost cluster node) never reaches :func:`_terminating`. Snakemake's
+    lock lets only one job per stage and results directory run at a time, so a RUNNING
+    run of the same stage is an orphan, unless its owner still lives on this host.
+    """
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`{RESULTS_KEY_TAG}` = '{key}' and tags.`{STAGE_TAG}` = '{stage}' "
+            "and attributes.status = 'RUNNING'"
+        ),
+    )
+    return [str(r.info.run_id) for r in found if not _alive_here(r.data.tags.get(OWNER_TAG, ""))]
+
+
+def _supersede(client: Any, run: StageRun, interrupted: list[str]) -> None:
+    """Close the interrupted runs as KILLED and link them and ``run`` both ways."""
+    for old in interrupted:
+        StageRun(client, old)._terminate("KILLED")
+        StageRun(client, old).set_tag(SUPERSEDED_TAG, run.run_id)
+    if interrupted:
+        run.set_tag(RESUMES_TAG, ",".join(interrupted))
+        log.info("MLflow: closed %d interrupted run(s) of this stage as KILLED", len(interrupted))
 
 
 @contextlib.contextmanager

@@ -152,7 +152,7 @@ def test_corrupted_records_are_quarantined_with_reasons(tmp_path) -> None:
     d = signals[ids[4]].copy()
     d[:, 5] = MISSING_ADC  # all of aVL missing
     rewrite(4, d)
-    rewrite(5, ecg_digital(rng), fs=250)
+    rewrite(5, ecg_digital(rng, 500), fs=50)  # 10 s, but below fs_out
     rewrite(6, signals[ids[6]], leads=[*LEADS[:11], "V7"])
     d = signals[ids[7]].copy()
     d[:, 8] = 17  # flat V3
@@ -166,8 +166,8 @@ def test_corrupted_records_are_quarantined_with_reasons(tmp_path) -> None:
     assert reason[ids[1]] == "missing_header"
     assert reason[ids[2]] == "missing_signal"
     assert reason[ids[4]] == "all_nan_lead: aVL"
-    assert reason[ids[5]].startswith("sampling_frequency: 250 Hz")
-    assert reason[ids[6]].startswith("lead_set")
+    assert reason[ids[5]].startswith("sampling_frequency: 50 Hz")
+    assert reason[ids[6]].startswith("missing_lead: V6 (expected I, II")
     assert reason[ids[7]] == "flat_lead: V3"
     assert reason[ids[8]].startswith("length: 4000")
     assert len(reason) == 8

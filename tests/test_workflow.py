@@ -35,15 +35,15 @@ SPLIT_DEPENDENT = {
     "baseline_multimodal_labs",
     "evaluate",
     "report",
+    "export_model",
+    "probe",
     "all",
 }
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    workdir = tmp_path_factory.mktemp("workflow")
-    snakemake(workdir, TEST_CONFIG, "--cores", "2")
-    return workdir
+def finished_run(tiny_run: Path) -> Path:
+    return tiny_run  # one run per session (tests/conftest.py), shared with other modules
 
 
 def test_table1_structure_and_bounds(finished_run: Path) -> None:
@@ -103,7 +103,7 @@ def test_stage_setting_edit_reruns_that_stage_and_downstream(
     cfg = tmp_path / "edited.yaml"
     cfg.write_text(yaml.safe_dump(edited))
     planned = planned_rules(snakemake(finished_run, cfg, "-n"))
-    assert set(planned) == {"finetune_labs", "evaluate", "report", "all"}
+    assert set(planned) == {"finetune_labs", "evaluate", "report", "export_model", "all"}
     assert planned["evaluate"] == 1
 
 

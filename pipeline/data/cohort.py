@@ -20,6 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
+from pipeline.data.checks import require
 from pipeline.data.tables import TableError, collect, scan
 from pipeline.io import atomic_path
 
@@ -153,10 +154,18 @@ def extract_cohort(
             f"{tables['record_list']}: study_id is not unique ({n_records - n_unique} repeats)"
         )
     log.info("record_list: %d ECG records", n_records)
+    require(n_records, 1, f"{tables['record_list']}: no ECG records; check source.mimic_iv_ecg")
     stays = scan(tables, "edstays", ["subject_id", "stay_id", "hadm_id", "intime"])
     window = pl.duration(minutes=cfg.ed_window_minutes)
     in_window = collect(_match_stays(records, stays, window))
     log.info("%d ECGs within %d min after an ED intime", in_window.height, cfg.ed_window_minutes)
+    require(
+        in_window.height,
+        1,
+        f"0 of {n_records:,} ECGs fall within {cfg.ed_window_minutes} minutes of an ED intime; "
+        "check source paths (source.mimic_iv_ecg, source.mimic_iv_ed: the same patients?) "
+        "and cohort.ed_window_minutes",
+    )
     patients = scan(tables, "patients", ["subject_id", "gender", "anchor_age", "anchor_year"])
     with_patient = collect(
         in_window.lazy()
@@ -169,11 +178,23 @@ def extract_cohort(
         )
     )
     n_patient = with_patient.height
+    require(
+        n_patient,
+        1,
+        f"0 of {in_window.height:,} ECGs in an ED window have a patients row with anchor "
+        "age and year; check source.mimic_iv (hosp/patients.csv.gz)",
+    )
     log.info(
         "%d ECGs dropped: subject without a patients row or anchor", in_window.height - n_patient
     )
     cohort = collect(_has_diagnosis(with_patient.lazy(), tables))
     log.info("%d ECGs dropped: no diagnosis statement", n_patient - cohort.height)
+    require(
+        cohort.height,
+        1,
+        f"0 of {n_patient:,} ECGs in an ED window have diagnosis codes (admission or ED "
+        "stay); check source.mimic_iv (hosp/diagnoses_icd) and source.mimic_iv_ed (ed/diagnosis)",
+    )
     cohort = _first_in_stay(cohort).select(COLUMNS)
     stats = CohortStats(
         n_records=n_records,

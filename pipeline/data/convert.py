@@ -1,21 +1,28 @@
 """Stream one MIMIC csv(.gz) table into a typed parquet file in bounded memory.
 
-pyarrow's streaming CSV reader decompresses and parses the file block by block; each
-block is written as its own parquet row group, so peak memory is a few blocks whatever
-the table size (158 M labevents rows convert like 1,000).
+The file is inflated, parsed and written piece by piece (:mod:`pipeline.data.csvstream`:
+inflater thread, parsing threads, parquet encoding in the caller), each block a parquet
+row group, so peak memory is a few blocks whatever the table size (158 M labevents rows
+convert like 1,000).
 
 Column policy: every schema column must be in the header (else :class:`ConvertError`
 naming the column and the file). Columns the schema does not know are dropped with a
 warning rather than an error, because later MIMIC releases add columns to existing
-tables and the pipeline reads only the schema's columns.
+tables and the pipeline reads only the schema's columns. With ``projection`` a table of
+:data:`pipeline.schema.PROJECTIONS` (labevents) keeps only the columns the pipeline reads;
+the parquet's schema metadata says so (key ``ecg_explain.projection``).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
+import os
+import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,18 +33,22 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pipeline import schema
+from pipeline.data.csvstream import READ_ERRORS as _READ_ERRORS
+from pipeline.data.csvstream import read_batches
 from pipeline.io import atomic_path
 from pipeline.logs import progress
-from pipeline.schema import DATE_FORMAT, TIMESTAMP_FORMAT
+from pipeline.privacy import is_identifier
+from pipeline.schema import DATE_FORMAT, PROJECTIONS, TIMESTAMP_FORMAT
 
 log = logging.getLogger(__name__)
 
+PROJECTION_KEY = b"ecg_explain.projection"
+
 _LOG_EVERY_S = 30.0
 _BYTES_PER_ROW_SAMPLE = 1 << 16
-# Block bounds in bytes. Arrow's reader keeps dozens of blocks in flight, so the block
-# size sets peak memory: 16 MiB gave ~0.9 GB peak RSS on 20 M labevents rows (64 MiB:
-# 2.3 GB) and was faster too (bench/extract.py).
-_MIN_BLOCK, _MAX_BLOCK = 1 << 20, 1 << 24
+# Bytes of csv per parsing task; only (threads + 1) are in flight. On labevents 1 MiB
+# pieces took less CPU and memory than 4-16 MiB ones (cache-sized parser working set).
+_PIECE = 1 << 20
 
 
 class ConvertError(ValueError):
@@ -49,12 +60,14 @@ class ConvertConfig:
     """Config section ``convert``.
 
     Attributes:
-        batch_rows: rows per streamed CSV block (approximate: blocks are sized in
-            bytes from the average row length of the file's first 64 KiB, and kept
-            between 1 and 16 MiB, so with long rows this is an upper bound).
+        batch_rows: rows per parquet row group (the rows buffered before a write,
+            so it bounds memory; parsing runs in 4 MiB pieces whatever its value).
+        projection: keep only the columns the pipeline reads of the tables in
+            :data:`pipeline.schema.PROJECTIONS` (labevents); False keeps every column.
     """
 
     batch_rows: int = 1_000_000
+    projection: bool = True
 
 
 @dataclass(frozen=True)
@@ -113,8 +126,10 @@ def _check_columns(src: Path, name: str, header: list[str]) -> list[str]:
 
 
 def _reader(
-    src: Path, columns: dict[str, pa.DataType], block_size: int
-) -> pacsv.CSVStreamingReader:
+    src: Path, columns: dict[str, pa.DataType], block_size: int, workers: int | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Stream the file's ``columns`` in blocks, parsed by ``workers`` threads (default:
+    the CPUs this process may use); the source is closed however it ends."""
     convert = pacsv.ConvertOptions(
         column_types=columns,
         include_columns=list(columns),
@@ -125,9 +140,9 @@ def _reader(
         # CPU than a strptime format (about 15% less for the whole labevents conversion).
         timestamp_parsers=[pacsv.ISO8601],
     )
-    read = pacsv.ReadOptions(block_size=block_size, use_threads=True)
-    stream = pa.input_stream(str(src), compression="detect")
-    return pacsv.open_csv(stream, read_options=read, convert_options=convert)
+    header, _ = _head(src)
+    workers = workers or len(os.sched_getaffinity(0))
+    yield from read_batches(src, header, convert, block_size, workers)
 
 
 _NUMBER_RE = {
@@ -153,7 +168,11 @@ def _parse_ok(values: pa.Array, dtype: pa.DataType) -> pa.Array:
 
 
 def _locate_bad_value(src: Path, column: str, dtype: pa.DataType, block_size: int) -> str:
-    """Re-read one column as text and describe its first value that does not parse."""
+    """Re-read one column as text and describe its first value that does not parse.
+
+    The value itself is shown only for non-identifier columns: a malformed subject_id or
+    date would otherwise reach the console and cluster logs.
+    """
     seen = 0
     try:
         for batch in _reader(src, {column: pa.string()}, block_size):
@@ -162,9 +181,11 @@ def _locate_bad_value(src: Path, column: str, dtype: pa.DataType, block_size: in
             bad = pc.index(ok, False).as_py()
             if bad >= 0:
                 row = seen + bad + 1
+                if is_identifier(column):
+                    return f"data row {row} (line {row + 1}) does not parse (identifier, not shown)"
                 return f"data row {row} (line {row + 1}) has value {values[bad].as_py()!r}"
             seen += batch.num_rows
-    except (OSError, pa.ArrowException):
+    except _READ_ERRORS:
         pass
     return "row not located"
 
@@ -179,11 +200,82 @@ def _wrap_error(
         column = header[idx] if idx < len(header) else f"#{idx}"
         dtype = _arrow_type(schema.table(name).columns[column])
         where = _locate_bad_value(src, column, dtype, block_size)
-        return ConvertError(f"{src}: column {column!r} expects {dtype}: {where} ({msg})")
+        detail = "" if is_identifier(column) else f" ({msg})"  # Arrow's message holds the value
+        return ConvertError(f"{src}: column {column!r} expects {dtype}: {where}{detail}")
+    # Arrow quotes the offending line after "got N:"; it may hold identifiers, so cut it.
+    msg = re.sub(r"(Expected \d+ columns, got \d+): .*", r"\1 (line not shown)", msg, flags=re.S)
+    if isinstance(exc, EOFError):  # ISA-L's words for a gzip cut short
+        return ConvertError(f"{src}: truncated gzip of table {name!r}: {msg}")
     return ConvertError(f"{src}: conversion of table {name!r} failed: {type(exc).__name__}: {msg}")
 
 
-def convert_table(table: str, src: Path, dst: Path, batch_rows: int) -> ConvertStats:
+def _kept_columns(table: str, projection: bool) -> dict[str, pa.DataType]:
+    """The columns written, in schema order, with their arrow types."""
+    spec = schema.table(table)
+    keep = PROJECTIONS.get(table, tuple(spec.columns)) if projection else tuple(spec.columns)
+    return {c: _arrow_type(t) for c, t in spec.columns.items() if c in keep}
+
+
+def _writer_schema(table: str, columns: dict[str, pa.DataType]) -> pa.Schema:
+    """The parquet schema; a projection is labelled in its metadata (kept, omitted)."""
+    out = pa.schema(list(columns.items()))
+    omitted = [c for c in schema.table(table).columns if c not in columns]
+    if not omitted:
+        return out
+    label = {"table": table, "columns": list(columns), "omitted": omitted}
+    return out.with_metadata({PROJECTION_KEY: json.dumps(label).encode()})
+
+
+def _groups(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[list[pa.RecordBatch]]:
+    """Gather parsed batches into row groups of at least ``rows`` rows (the last: fewer)."""
+    group: list[pa.RecordBatch] = []
+    n = 0
+    for batch in batches:
+        group.append(batch)
+        n += batch.num_rows
+        if n >= rows:
+            yield group
+            group, n = [], 0
+    if group:
+        yield group
+
+
+def _write(
+    batches: Iterator[pa.RecordBatch], dst: Path, out: pa.Schema, table: str, group_rows: int
+) -> tuple[int, int]:
+    """Write row groups of ``group_rows`` through a temp file; (rows, row groups)."""
+    start = last_log = time.monotonic()
+    rows = groups = 0
+    with (
+        atomic_path(dst, suffix=".parquet") as tmp,
+        pq.ParquetWriter(tmp, out, compression="zstd") as writer,
+    ):
+        for group in progress(_groups(batches, group_rows), desc=f"convert {table}", unit="group"):
+            chunk = pa.Table.from_batches(group, schema=out)
+            writer.write_table(chunk, row_group_size=chunk.num_rows)
+            rows += chunk.num_rows
+            groups += 1
+            now = time.monotonic()
+            if now - last_log >= _LOG_EVERY_S:
+                log.info("%s: %d rows (%.0f rows/s)", table, rows, rows / (now - start))
+                last_log = now
+    return rows, groups
+
+
+def projection_of(path: Path) -> dict[str, object] | None:
+    """The projection label of a converted parquet (None: it holds every column)."""
+    meta = pq.read_schema(path).metadata or {}
+    return json.loads(meta[PROJECTION_KEY]) if PROJECTION_KEY in meta else None
+
+
+def convert_table(
+    table: str,
+    src: Path,
+    dst: Path,
+    batch_rows: int,
+    projection: bool = False,
+    threads: int | None = None,
+) -> ConvertStats:
     """Convert a MIMIC csv or csv.gz into parquet with the schema's column types.
 
     Timestamps are parsed as ISO 8601 (MIMIC's ``YYYY-MM-DD HH:MM:SS``), an empty
@@ -194,43 +286,33 @@ def convert_table(table: str, src: Path, dst: Path, batch_rows: int) -> ConvertS
         table: a table of :data:`pipeline.schema.TABLES`.
         src: the source csv(.gz).
         dst: the parquet file to write.
-        batch_rows: approximate rows per streamed block (bounds peak memory).
+        batch_rows: rows per parquet row group (bounds peak memory).
+        projection: write only the columns of :data:`pipeline.schema.PROJECTIONS`
+            (tables not listed there keep all); the header must still hold every
+            schema column, but the omitted ones are not type-checked.
+        threads: parsing threads (default: the CPUs this process may use).
 
     Raises:
         ConvertError: missing file, missing or duplicated column, a value of the
             wrong type (file, column and row named), or a corrupt/truncated gzip.
     """
     src, dst = Path(src), Path(dst)
-    spec = schema.table(table)
     if not src.is_file():
         raise ConvertError(f"{src}: source file of table {table!r} does not exist")
-    header, row_bytes = _head(src)
+    header, _ = _head(src)
     dropped = _check_columns(src, table, header)
     if dropped:
         log.warning("%s: ignoring %d column(s) not in the schema: %s", src, len(dropped), dropped)
-    columns = {c: _arrow_type(t) for c, t in spec.columns.items()}
-    block_size = int(min(max(batch_rows * row_bytes, _MIN_BLOCK), _MAX_BLOCK))
+    columns = _kept_columns(table, projection)
     start = time.monotonic()
-    rows = batches = 0
-    last_log = start
     try:
-        reader = _reader(src, columns, block_size)
-        with (
-            atomic_path(dst, suffix=".parquet") as tmp,
-            pq.ParquetWriter(tmp, reader.schema, compression="zstd") as writer,
-        ):
-            for batch in progress(reader, desc=f"convert {table}", unit="block"):
-                writer.write_batch(batch)
-                rows += batch.num_rows
-                batches += 1
-                now = time.monotonic()
-                if now - last_log >= _LOG_EVERY_S:
-                    log.info("%s: %d rows (%.0f rows/s)", table, rows, rows / (now - start))
-                    last_log = now
+        out = _writer_schema(table, columns)
+        batches = _reader(src, columns, _PIECE, threads)
+        rows, groups = _write(batches, dst, out, table, max(batch_rows, 1))
     except ConvertError:
         raise
-    except (OSError, EOFError, pa.ArrowException) as exc:
-        raise _wrap_error(exc, src, table, header, block_size) from exc
+    except _READ_ERRORS as exc:
+        raise _wrap_error(exc, src, table, header, _PIECE) from exc
     seconds = time.monotonic() - start
     log.info("%s: %d rows in %.1f s (%.0f rows/s)", table, rows, seconds, rows / max(seconds, 1e-9))
-    return ConvertStats(table, rows, batches, tuple(dropped), seconds)
+    return ConvertStats(table, rows, groups, tuple(dropped), seconds)

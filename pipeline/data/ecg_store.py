@@ -1,15 +1,10 @@
-"""Reading ECGs: WFDB source records and their preprocessing (for sharding), and the
-shard store (for training).
+"""Reading ECGs: the per-record preprocessing of WFDB source records (for sharding and
+inference alike), and the shard store (for training).
 
-:func:`read_record` reads one MIMIC-IV-ECG record and checks its header against the
-protocol (lead set, sampling frequency, length, units). The release is uniform
-(one ``.dat`` per record, format 16), so a strict parser of that layout reads the
-header and signal ~30x faster than ``wfdb.rdrecord``, whose header parser dominates
-the sharding time; any header outside that layout (other formats, several signal
-files, skew or byte offsets) is read with ``wfdb.rdrecord`` instead.
-
-:func:`signal_problem` (NaN interpolation, all-NaN / flat lead checks) and
-:func:`resample` are the per-record preprocessing of the protocol.
+:func:`read_record` (:mod:`pipeline.data.wfdb_record`) reads and checks one record;
+:func:`signal_problem` (NaN interpolation, all-NaN / flat lead checks), :func:`resample`
+and :func:`prepare` (clip, resample, float16) are the per-record preprocessing of the
+protocol. :func:`load_checked` is read + check, the unit both callers use.
 
 :class:`ShardStore` serves shard records by study_id through memory maps.
 """
@@ -19,9 +14,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-import re
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,147 +22,20 @@ import polars as pl
 from scipy import fft as sp_fft
 from scipy.signal import firwin, resample_poly
 
-from pipeline.schema import LEADS, MISSING_ADC, UNITS
+from pipeline.data.wfdb_record import Record, RecordError, read_record, record_base
+from pipeline.schema import LEADS
 
-_GAIN = re.compile(r"^([-+\d.eE]+)(?:\(([-+\d]+)\))?(?:/(\S+))?$")
-
-
-class RecordError(Exception):
-    """A record that cannot be used; ``str(err)`` is the quarantine reason."""
-
-
-@dataclass
-class Record:
-    """A checked record: (12, T) float32 mV in :data:`LEADS` order (NaN = missing)."""
-
-    signal: np.ndarray
-    base_datetime: datetime | None
-
-
-@dataclass
-class _Header:
-    fs: float
-    sig_len: int | None
-    names: list[str]
-    units: list[str]
-    gains: list[float]
-    baselines: list[int]
-    fmts: list[str]
-    files: list[str]
-    base: datetime | None
-
-
-def _base_datetime(time_s: str | None, date_s: str | None) -> datetime | None:
-    """WFDB base time ``HH:MM:SS[.s]`` and date ``DD/MM/YYYY`` as one datetime."""
-    if not time_s or not date_s:
-        return None
-    try:
-        return datetime.strptime(f"{date_s} {time_s.split('.')[0]}", "%d/%m/%Y %H:%M:%S")
-    except ValueError:
-        return None
-
-
-def _parse_header(text: str) -> _Header:
-    """Parse a single-segment WFDB header (PhysioNet header format, signal lines)."""
-    lines = [ln.strip() for ln in text.splitlines()]
-    lines = [ln for ln in lines if ln and not ln.startswith("#")]
-    rec = lines[0].split()
-    n_sig = int(rec[1])
-    fs = float(rec[2].split("/")[0]) if len(rec) > 2 else 250.0  # WFDB default
-    sig_len = int(rec[3]) if len(rec) > 3 else None
-    base = _base_datetime(rec[4] if len(rec) > 4 else None, rec[5] if len(rec) > 5 else None)
-    h = _Header(fs, sig_len, [], [], [], [], [], [], base)
-    if len(lines) < 1 + n_sig:
-        raise ValueError(f"{n_sig} signals declared, {len(lines) - 1} signal lines")
-    for line in lines[1 : 1 + n_sig]:
-        f = line.split(maxsplit=8)
-        m = _GAIN.match(f[2]) if len(f) > 2 else None
-        adc_zero = int(f[4]) if len(f) > 4 else 0
-        gain = float(m.group(1)) if m else 200.0
-        h.files.append(f[0])
-        h.fmts.append(f[1])
-        h.gains.append(gain if gain != 0 else 200.0)  # 0 = uncalibrated: WFDB uses 200
-        h.baselines.append(int(m.group(2)) if m and m.group(2) else adc_zero)
-        h.units.append(m.group(3) if m and m.group(3) else "mV")
-        h.names.append(f[8] if len(f) > 8 else "")
-    return h
-
-
-def _lead_order(
-    names: list[str], fs: float, sig_len: int | None, units: list[str], fs_in: int, n_samples: int
-) -> list[int]:
-    """Header checks; returns the column of each lead of :data:`LEADS` in the file."""
-    if sorted(names) != sorted(LEADS):
-        raise RecordError(f"lead_set: {','.join(names)}")
-    if fs != fs_in:
-        raise RecordError(f"sampling_frequency: {fs:g} Hz, expected {fs_in}")
-    if sig_len != n_samples:
-        raise RecordError(f"length: {sig_len} samples, expected {n_samples}")
-    bad_units = sorted({u for u in units if u != UNITS})
-    if bad_units:
-        raise RecordError(f"units: {','.join(bad_units)}, expected {UNITS}")
-    return [names.index(lead) for lead in LEADS]
-
-
-def _read_wfdb(base: Path, fs_in: int, n_samples: int) -> Record:
-    """Read with ``wfdb.rdrecord`` (any header layout wfdb supports)."""
-    import wfdb  # imported here: the native path does not need it
-
-    try:
-        r = wfdb.rdrecord(str(base))
-    except ValueError as err:  # wfdb's message for a short .dat
-        kind = "truncated_signal" if "not loaded correctly" in str(err) else "read_error"
-        raise RecordError(f"{kind}: {err}") from None
-    except Exception as err:
-        raise RecordError(f"read_error: {type(err).__name__}: {err}") from None
-    order = _lead_order(list(r.sig_name), float(r.fs), r.sig_len, list(r.units), fs_in, n_samples)
-    base_dt = None
-    if r.base_time is not None and r.base_date is not None:
-        base_dt = datetime.combine(r.base_date, r.base_time).replace(microsecond=0)
-    x = np.asarray(r.p_signal, dtype=np.float32)[:, order].T  # (12, T)
-    return Record(np.ascontiguousarray(x), base_dt)
-
-
-def read_record(base: Path, fs_in: int, n_samples: int, use_wfdb: bool = False) -> Record:
-    """Read and check one WFDB record (``base`` without extension).
-
-    Args:
-        base: record path without extension (``<root>/files/.../<study_id>``).
-        fs_in: required sampling frequency (Hz).
-        n_samples: required samples per lead.
-        use_wfdb: always read with ``wfdb.rdrecord`` (for comparison and benchmarks).
-
-    Returns:
-        The signal in mV, leads reordered to :data:`LEADS` by header name.
-
-    Raises:
-        RecordError: with a quarantine reason ``kind: detail``.
-    """
-    hea, dat = base.with_name(base.name + ".hea"), base.with_name(base.name + ".dat")
-    if not hea.is_file():
-        raise RecordError("missing_header")
-    try:
-        h = _parse_header(hea.read_text(errors="replace"))
-    except (ValueError, IndexError) as err:
-        raise RecordError(f"bad_header: {err}") from None
-    order = _lead_order(h.names, h.fs, h.sig_len, h.units, fs_in, n_samples)
-    if use_wfdb or set(h.fmts) != {"16"} or set(h.files) != {dat.name}:
-        if not all((base.parent / f).is_file() for f in set(h.files)):
-            raise RecordError("missing_signal")
-        return _read_wfdb(base, fs_in, n_samples)
-    if not dat.is_file():
-        raise RecordError("missing_signal")
-    n_sig, expected = len(h.names), n_samples * len(h.names) * 2
-    size = dat.stat().st_size
-    if size != expected:
-        kind = "truncated_signal" if size < expected else "signal_size"
-        raise RecordError(f"{kind}: {size} bytes, expected {expected}")
-    d = np.fromfile(dat, dtype="<i2").reshape(n_samples, n_sig)[:, order].T  # (12, T) int16
-    gains = np.asarray(h.gains, np.float32)[order, None]
-    baselines = np.asarray(h.baselines, np.float32)[order, None]
-    x = (d.astype(np.float32) - baselines) / gains
-    x[d == MISSING_ADC] = np.nan  # WFDB's missing-sample code for format 16
-    return Record(x, h.base)
+__all__ = [
+    "Record",
+    "RecordError",
+    "ShardStore",
+    "load_checked",
+    "prepare",
+    "read_record",
+    "record_base",
+    "resample",
+    "signal_problem",
+]
 
 
 def _interpolate_nans(x: np.ndarray) -> None:
@@ -230,6 +96,41 @@ def resample(x: np.ndarray, fs_in: int, fs_out: int) -> np.ndarray:
     spec *= _decimation_filter(down, n_fft)
     full = sp_fft.irfft(spec, n_fft, axis=-1)  # (..., n_fft) linear convolution with h
     return full[..., half : half + n_in : down]  # zero-phase: output k is centred on k*down
+
+
+def load_checked(
+    base: str | Path, fs_in: int, n_samples: int, min_fs: int | None, use_wfdb: bool = False
+) -> Record:
+    """:func:`read_record`, then :func:`signal_problem` (NaNs interpolated in place).
+
+    Raises:
+        RecordError: the quarantine reason (header, signal or lead problem).
+    """
+    rec = read_record(base, fs_in, n_samples, use_wfdb, min_fs=min_fs)
+    reason = signal_problem(rec.signal)
+    if reason is not None:
+        raise RecordError(reason)
+    return rec
+
+
+def prepare(records: Sequence[Record], fs_out: int, clip_mv: float, out_len: int) -> np.ndarray:
+    """Clip to +-clip_mv, resample to ``fs_out`` and store as float16: (n, 12, out_len).
+
+    Records are resampled in batches of equal rate (the FFT path amortises over a batch);
+    every rate goes through :func:`resample`, i.e. resample_poly's Kaiser FIR filter.
+    """
+    out = np.empty((len(records), len(LEADS), out_len), np.float16)
+    by_fs: dict[int, list[int]] = {}
+    for i, rec in enumerate(records):
+        by_fs.setdefault(rec.fs, []).append(i)
+    for fs, rows in by_fs.items():
+        x = np.stack([records[i].signal for i in rows])  # (n, 12, T)
+        np.clip(x, -clip_mv, clip_mv, out=x)
+        y = resample(x, fs, fs_out)  # (n, 12, L_out)
+        if y.shape[-1] != out_len:  # read_record checked the duration: cannot happen
+            raise AssertionError(f"{fs} Hz resampled to {y.shape[-1]} samples, not {out_len}")
+        out[rows] = y.astype(np.float16)
+    return out
 
 
 class ShardStore:

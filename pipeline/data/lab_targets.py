@@ -19,6 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
+from pipeline.data.checks import require
 from pipeline.data.labs import lab_items, slug, with_plausible
 from pipeline.data.tables import collect, scan
 from pipeline.io import atomic_path
@@ -165,16 +166,26 @@ def extract_lab_targets(
         ).join(items.lazy().select("itemid", "label"), on="itemid", how="inner"),
         PROTOCOL_LABS,
     )
-    labs = (
-        _thresholds(events)
-        .join(items.select("label", "fluid").unique(), on="label")
-        .filter(pl.col("n_events") >= cfg.min_events)
-    )
+    every_lab = _thresholds(events).join(items.select("label", "fluid").unique(), on="label")
+    labs = every_lab.filter(pl.col("n_events") >= cfg.min_events)
     log.info("%d labs with >= %d events", labs.height, cfg.min_events)
+    most = every_lab.select(pl.col("n_events").max()).item() or 0
+    require(
+        labs.height,
+        1,
+        f"no protocol lab has lab_targets.min_events={cfg.min_events} events (highest: {most}); "
+        "lower lab_targets.min_events or check source.mimic_iv (hosp/labevents, hosp/d_labitems)",
+    )
     values = _closest(
         events.filter(pl.col("label").is_in(labs["label"].implode())), ecgs, cfg.window_minutes
     )
     frame, manifest = _targets(values, labs, ecgs["study_id"])
+    require(
+        manifest.height,
+        1,
+        f"no lab target has a positive among {ecgs.height:,} cohort ECGs within "
+        f"lab_targets.window_minutes={cfg.window_minutes} of a lab value",
+    )
     log.info(
         "%d targets with a positive; %d of %d ECGs with any lab within +-%d min",
         manifest.height,

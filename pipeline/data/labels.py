@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from pipeline.data.checks import require
 from pipeline.data.icd import normalise, to_icd10, with_ancestors
 from pipeline.data.tables import collect, scan
 from pipeline.io import atomic_path
@@ -130,11 +131,17 @@ def extract_labels(
         stats.rows_invalid,
     )
     positives = with_ancestors(rows.select("study_id", "code"))
-    counts = (
-        positives.group_by("code")
-        .len("count")
-        .filter(pl.col("count") >= cfg.min_count)
-        .sort(["count", "code"], descending=[True, False])
+    all_counts = positives.group_by("code").len("count")
+    counts = all_counts.filter(pl.col("count") >= cfg.min_count).sort(
+        ["count", "code"], descending=[True, False]
+    )
+    best = all_counts.select(pl.col("count").max()).item() or 0
+    require(
+        counts.height,
+        1,
+        f"no diagnosis code reaches labels.min_count={cfg.min_count} positive ECGs "
+        f"(highest count: {best} over {positives['code'].n_unique()} codes on "
+        f"{ecgs.height:,} cohort ECGs); lower labels.min_count or use a larger cohort",
     )
     codes = counts["code"].to_list()
     log.info(

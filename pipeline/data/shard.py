@@ -7,15 +7,19 @@ offset) and ``quarantine.tsv`` (records that could not be used, with the reason)
 are keyed by record only; the splits never influence them.
 
 Preprocessing follows the MDS-ED / CardioLab protocol: NaNs linearly interpolated per
-lead, amplitudes clipped to +-clip_mv, 500 Hz -> fs_out by polyphase resampling
-(:func:`resample`: resample_poly's FIR filter, applied by FFT convolution for integer
-decimation). Records are processed in batches, in parallel worker processes when the
-rule has several threads, and written in input order, so the output does not depend
-on the worker count.
+lead, amplitudes clipped to +-clip_mv, the record's rate (500 Hz in MIMIC; any whole rate
+>= fs_out is accepted) -> fs_out by polyphase resampling (:func:`resample`: resample_poly's
+FIR filter, applied by FFT convolution for integer decimation). Records are read by
+:func:`pipeline.data.wfdb_record.read_record`, the reader inference uses too: lead names
+in any spelling, extra channels ignored (counted and logged). The settings are stored in
+the index's parquet metadata (:mod:`pipeline.data.preprocessing`) for the model files.
+Records are processed in batches, in parallel worker processes when the rule has several
+threads, and written in input order, so the output does not depend on the worker count.
 
 Quarantine reasons (``kind: detail``): missing_header, missing_signal, bad_header,
-truncated_signal, signal_size, lead_set, sampling_frequency, length, units, read_error,
-all_nan_lead, flat_lead. A lead with some NaNs is interpolated and kept.
+multi_segment, not_12_lead, missing_lead, truncated_signal, signal_size,
+sampling_frequency, length, units, read_error, all_nan_lead, flat_lead. A lead with
+some NaNs is interpolated and kept.
 
 Header time check: the header's base date/time is compared with the cohort's
 ``ecg_time``. A difference above ``time_tolerance_s`` (or a header without a time) is
@@ -38,8 +42,10 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
-from pipeline.data.ecg_store import RecordError, read_record, resample, signal_problem
+from pipeline.data.ecg_store import Record, RecordError, load_checked, prepare
+from pipeline.data.preprocessing import Preprocessing, index_metadata, read_index_preprocessing
 from pipeline.io import atomic_path
 from pipeline.logs import progress
 from pipeline.schema import FS_HZ, LEADS, N_SAMPLES
@@ -95,6 +101,12 @@ class ShardConfig:
         """Samples per lead after resampling (1000 for 10 s at 100 Hz)."""
         return self.n_samples * self.fs_out // self.fs_in
 
+    def preprocessing(self) -> Preprocessing:
+        """What these settings do to a record (stored in the index metadata)."""
+        return Preprocessing(
+            self.fs_out, self.out_len, self.fs_in, self.n_samples, clip_mv=self.clip_mv
+        )
+
 
 @dataclass(frozen=True)
 class ShardReport:
@@ -108,6 +120,8 @@ class ShardReport:
     n_time_mismatch: int
     reasons: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    n_extra_channels: int = 0  # kept records whose extra channels were ignored
+    n_resampled_other_rate: int = 0  # kept records not at the nominal rate fs_in
 
 
 Row = tuple[int, str, "datetime | None"]  # study_id, path, cohort ecg_time
@@ -121,6 +135,8 @@ class _Batch:
     signals: np.ndarray  # (n_ok, 12, L_out) float16
     mismatch: list[bool]  # per usable record: header time disagrees with the cohort
     quarantined: list[tuple[int, str]]  # (study_id, reason)
+    n_extra: int = 0  # usable records with ignored extra channels
+    n_other_rate: int = 0  # usable records not at fs_in
 
 
 def _time_mismatch(header: datetime | None, ecg_time: datetime | None, tol_s: float) -> bool:
@@ -131,26 +147,25 @@ def _time_mismatch(header: datetime | None, ecg_time: datetime | None, tol_s: fl
 
 def _process_batch(rows: Sequence[Row], ecg_root: Path, cfg: ShardConfig) -> _Batch:
     """Read, check and preprocess a batch of records (runs in a worker process)."""
-    ok, sigs, mismatch, bad = [], [], [], []
+    ok: list[int] = []
+    recs: list[Record] = []
+    mismatch: list[bool] = []
+    bad: list[tuple[int, str]] = []
     for study_id, path, ecg_time in rows:
         try:
-            rec = read_record(ecg_root / path, cfg.fs_in, cfg.n_samples, cfg.reader == "wfdb")
+            rec = load_checked(
+                ecg_root / path, cfg.fs_in, cfg.n_samples, cfg.fs_out, cfg.reader == "wfdb"
+            )
         except RecordError as err:
             bad.append((study_id, str(err)))
             continue
-        reason = signal_problem(rec.signal)
-        if reason is not None:
-            bad.append((study_id, reason))
-            continue
         ok.append(study_id)
-        sigs.append(rec.signal)
+        recs.append(rec)
         mismatch.append(_time_mismatch(rec.base_datetime, ecg_time, cfg.time_tolerance_s))
-    out = np.empty((0, len(LEADS), cfg.out_len), np.float16)
-    if sigs:
-        x = np.stack(sigs)  # (n, 12, T)
-        np.clip(x, -cfg.clip_mv, cfg.clip_mv, out=x)
-        out = resample(x, cfg.fs_in, cfg.fs_out).astype(np.float16)  # (n, 12, L_out)
-    return _Batch(ok, out, mismatch, bad)
+    out = prepare(recs, cfg.fs_out, cfg.clip_mv, cfg.out_len)  # (n, 12, L_out) float16
+    n_extra = sum(bool(r.extra) for r in recs)
+    n_other = sum(r.fs != cfg.fs_in for r in recs)
+    return _Batch(ok, out, mismatch, bad, n_extra, n_other)
 
 
 def _executor(workers: int) -> Executor | None:
@@ -183,9 +198,15 @@ def _batches(rows: list[Row], ecg_root: Path, cfg: ShardConfig, workers: int) ->
             yield pending.popleft().result()
 
 
-def _records(batches: Iterator[_Batch]) -> Iterator[tuple[int, np.ndarray | None, str | bool]]:
-    """Flatten batches to (study_id, signal, mismatch) or (study_id, None, reason)."""
+def _records(
+    batches: Iterator[_Batch], counts: Counter[str]
+) -> Iterator[tuple[int, np.ndarray | None, str | bool]]:
+    """Flatten batches to (study_id, signal, mismatch) or (study_id, None, reason).
+
+    ``counts`` accumulates the kept records with extra channels / at another rate.
+    """
     for b in batches:
+        counts.update(extra=b.n_extra, other_rate=b.n_other_rate)
         yield from zip(b.ok_ids, b.signals, b.mismatch, strict=True)
         yield from ((sid, None, reason) for sid, reason in b.quarantined)
 
@@ -237,17 +258,18 @@ def shard_group(
 
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        records = _records(_batches(rows, ecg_root, cfg, workers))
+        counts: Counter[str] = Counter()
+        records = _records(_batches(rows, ecg_root, cfg, workers), counts)
         records = progress(records, desc=f"shard g{group}", total=len(rows), unit="rec")
         index, quarantine, n_shards, n_mismatch = _write_shards(
             records, tmp, out_dir.name, paths, cfg
         )
         _check_complete(rows, index, quarantine, group, ecg_root)
-        _write_tables(tmp, index, quarantine)
+        _write_tables(tmp, index, quarantine, cfg.preprocessing())
     report = ShardReport(
         group, len(rows), len(index), len(quarantine), n_shards, n_mismatch,
         dict(Counter(q[2].split(":")[0] for q in quarantine).most_common()),
-        time.perf_counter() - start,
+        time.perf_counter() - start, counts["extra"], counts["other_rate"],
     )  # fmt: skip
     _log_report(report, cfg)
     return report
@@ -309,10 +331,20 @@ def _check_complete(
         )
 
 
+def _write_index(index: pl.DataFrame, path: Path, prep: Preprocessing) -> None:
+    """index.parquet with the preprocessing in its file metadata (read by training)."""
+    table = index.to_arrow()
+    pq.write_table(table.replace_schema_metadata(index_metadata(prep)), path)
+
+
 def _write_tables(
-    tmp: Path, index: list[tuple[int, str, int]], quarantine: list[tuple[int, str, str]]
+    tmp: Path,
+    index: list[tuple[int, str, int]],
+    quarantine: list[tuple[int, str, str]],
+    prep: Preprocessing,
 ) -> None:
-    pl.DataFrame(index, schema=INDEX_SCHEMA, orient="row").write_parquet(tmp / "index.parquet")
+    frame = pl.DataFrame(index, schema=INDEX_SCHEMA, orient="row")
+    _write_index(frame, tmp / "index.parquet", prep)
     q = pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA, orient="row").sort("study_id")
     q.write_csv(tmp / "quarantine.tsv", separator="\t")
 
@@ -325,8 +357,17 @@ def _log_report(r: ShardReport, cfg: ShardConfig) -> None:
     )  # fmt: skip
     msg = f"shard group {r.group}: {r.n_quarantined} of {r.n_records} records quarantined"
     msg += f" {r.reasons}" if r.reasons else ""
-    print(msg)
-    (log.warning if r.n_quarantined else log.info)(msg)
+    (log.warning if r.n_quarantined else log.info)(msg)  # once: the log reaches stderr too
+    if r.n_extra_channels:
+        log.warning(
+            "group %d: %d kept record(s) have channels beyond the 12 standard leads; "
+            "the extra channels were ignored", r.group, r.n_extra_channels,
+        )  # fmt: skip
+    if r.n_resampled_other_rate:
+        log.info(
+            "group %d: %d kept record(s) not at %d Hz were resampled from their own rate",
+            r.group, r.n_resampled_other_rate, cfg.fs_in,
+        )  # fmt: skip
     if r.n_time_mismatch:
         log.warning(
             "group %d: %d kept record(s) whose header time is missing or differs from the "
@@ -349,7 +390,7 @@ def merge_shard_groups(
         (records in the index, records quarantined).
     """
     index_out, quarantine_out = Path(index_out), Path(quarantine_out)
-    idx, qua = [], []
+    idx, qua, preps = [], [], set()
     for d in map(Path, group_dirs):
         if d.parent.resolve() != index_out.parent.resolve():
             raise ValueError(f"{d}: shard groups must sit beside {index_out} (relative paths)")
@@ -357,13 +398,19 @@ def merge_shard_groups(
             if not (d / name).is_file():
                 raise FileNotFoundError(f"{d / name} missing: incomplete shard group")
         idx.append(pl.read_parquet(d / "index.parquet").cast(INDEX_SCHEMA))  # type: ignore[arg-type]
+        preps.add(read_index_preprocessing(d / "index.parquet"))
         qua.append(pl.read_csv(d / "quarantine.tsv", separator="\t", schema=QUARANTINE_SCHEMA))
     index = pl.concat([pl.DataFrame(schema=INDEX_SCHEMA), *idx]).sort("study_id")
     quarantine = pl.concat([pl.DataFrame(schema=QUARANTINE_SCHEMA), *qua]).sort("study_id")
     if pl.concat([index["study_id"], quarantine["study_id"]]).is_duplicated().any():
         raise ValueError(f"{index_out}: a study_id appears in two shard groups or twice")
+    if len(preps) != 1 or None in preps:  # groups written by different settings or code
+        raise ValueError(
+            f"{index_out}: shard groups carry different (or no) preprocessing metadata, "
+            "i.e. were written with other settings or by an older version; re-run shard_ecg"
+        )
     with atomic_path(index_out, suffix=".parquet") as tmp:
-        index.write_parquet(tmp)
+        _write_index(index, tmp, preps.pop())  # type: ignore[arg-type]
     with atomic_path(quarantine_out, suffix=".tsv") as tmp:
         quarantine.write_csv(tmp, separator="\t")
     log.info(

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from pipeline.config_checks import split_role_errors
+from pipeline.data.checks import require
 from pipeline.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -52,21 +54,12 @@ class SplitConfig:
     label_chunk: int = 256
 
     def __post_init__(self) -> None:
-        if self.n_folds < 1:
-            raise ValueError(f"splits.n_folds must be >= 1, got {self.n_folds}")
         for key in ("train_folds", "val_folds", "test_folds", "age_bins"):
             object.__setattr__(self, key, tuple(getattr(self, key)))
-        seen: dict[int, str] = {}
-        for key in ("train_folds", "val_folds", "test_folds"):
-            folds = getattr(self, key)
-            if not folds:
-                raise ValueError(f"splits.{key} is empty")
-            for f in folds:
-                if not 0 <= f < self.n_folds:
-                    raise ValueError(f"splits.{key}: fold {f} outside [0, n_folds={self.n_folds})")
-                if seen.get(f, key) != key:
-                    raise ValueError(f"splits.{key}: fold {f} is also in splits.{seen[f]}")
-                seen[f] = key
+        # the same checks the Snakefile runs before building the DAG
+        errors = split_role_errors(self.n_folds, {f"{p}_folds": f for p, f in self.roles().items()})
+        if errors:
+            raise ValueError("; ".join(errors))
 
     def roles(self) -> dict[str, Sequence[int]]:
         """Folds of each part."""
@@ -257,6 +250,12 @@ def make_splits(cohort: Path, labels: Path, out: Path, cfg: SplitConfig) -> Spli
     cohort, labels, out = Path(cohort), Path(labels), Path(out)
     subjects = _subjects(cohort, cfg.age_bins)
     n_records = pl.scan_parquet(cohort).select(pl.len()).collect().item()
+    require(
+        subjects.height,
+        cfg.n_folds,
+        f"{subjects.height} cohort subjects cannot fill splits.n_folds={cfg.n_folds} folds; "
+        "lower splits.n_folds or use a larger cohort",
+    )
     if cfg.file:
         folds = _read_split_file(Path(cfg.file), subjects["subject_id"], cfg.n_folds)
         source, n_labels = Path(cfg.file).name, 0
@@ -304,17 +303,23 @@ def stage_ids(
         raise ValueError(f"{folds}: {n_missing} cohort ECG(s) of subjects without a fold")
     sharded = pl.read_parquet(shard_index, columns=["study_id"])
     ecgs = ecgs.join(sharded, on="study_id", how="semi")
-    counts = {}
+    parts = {}
     for part, part_folds in cfg.roles().items():
         sel = ecgs.filter(pl.col("fold").is_in(list(part_folds)))
         if part in EVAL_PARTS:
             sel = sel.filter(pl.col("first_in_stay"))
-        sel = sel.select(pl.col("study_id").cast(pl.Int64), pl.col("fold").cast(pl.Int32))
+        require(  # before any list is written: no partial set of outputs
+            sel.height,
+            1,
+            f"0 of {ecgs.height:,} sharded cohort ECGs fall in the {part} folds "
+            f"{list(part_folds)}; check splits.{part}_folds or the split file (quarantined "
+            "records, see shards/quarantine.tsv, are left out)",
+        )
+        parts[part] = sel.select(pl.col("study_id").cast(pl.Int64), pl.col("fold").cast(pl.Int32))
+    for part, sel in parts.items():
         with atomic_path(out[part], suffix=".parquet") as tmp:
             sel.sort("study_id").write_parquet(tmp)
-        counts[part] = sel.height
-        if not sel.height:
-            log.warning("%s id list is empty", part)
+    counts = {part: sel.height for part, sel in parts.items()}
     log.info("id lists: %s", counts)
     return counts
 
@@ -349,11 +354,17 @@ def select_lab_targets(
         )
     count_cols = [c for c in table.columns if c != "target"]
     kept = table.filter(pl.min_horizontal(count_cols) >= min_per_class) if targets else table
+    best = table.select(pl.min_horizontal(count_cols).max()).item() if targets else 0
+    require(
+        kept.height,
+        1,
+        f"0 of {len(targets)} lab targets reach lab_targets.min_per_class={min_per_class} "
+        f"positives and negatives in both val and test (best: {best or 0}); lower "
+        "lab_targets.min_per_class or give val/test more folds",
+    )
     with atomic_path(out, suffix=".tsv") as tmp:
         kept.write_csv(tmp, separator="\t")
     log.info(
         "lab targets: %d of %d kept (>= %d per class)", kept.height, len(targets), min_per_class
     )
-    if not kept.height:
-        log.warning("no lab target reaches %d per class in both val and test", min_per_class)
     return kept["target"].to_list()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.schema import polars_schema
+from pipeline.schema import PROJECTIONS, polars_schema
 
 
 class TableError(ValueError):
@@ -46,7 +46,13 @@ def scan(
         raise TableError(f"{path}: cannot read parquet schema of {name!r}: {exc}") from exc
     for col in wanted:
         if col not in actual:
-            raise TableError(f"{path}: column {col!r} missing from table {name!r}")
+            hint = (
+                " (converted as a projection: add it to pipeline.schema.PROJECTIONS"
+                " or set convert.projection: false)"
+                if col not in PROJECTIONS.get(name, (col,))
+                else ""
+            )
+            raise TableError(f"{path}: column {col!r} missing from table {name!r}{hint}")
         if actual[col] != expected[col]:
             raise TableError(
                 f"{path}: column {col!r} of {name!r} has dtype {actual[col]}, "

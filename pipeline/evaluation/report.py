@@ -11,10 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from pipeline.evaluation import plots
 from pipeline.evaluation.evaluate import CI_METHOD, EvalConfig, jsonable
-from pipeline.evaluation.explain import lab_lift, top_labs_text
+from pipeline.evaluation.explain import (
+    ExplainConfig,
+    explained_diagnoses,
+    lab_lift,
+    top_labs_text,
+)
 from pipeline.evaluation.metrics import auroc_per_label, gap_bridged, paired_difference
 from pipeline.evaluation.predictions import (
     Predictions,
@@ -23,6 +29,7 @@ from pipeline.evaluation.predictions import (
     lab_target_names,
     load_predictions,
 )
+from pipeline.evaluation.probe_report import summary_table
 from pipeline.evaluation.table1 import MODELS, table1_rows, write_table1
 from pipeline.io import atomic_path, write_text_atomic
 from pipeline.tracking import TrackingConfig, parent_run
@@ -35,7 +42,6 @@ PAIRS = (
     ("method_diagnoses", "multimodal_classification"),
     ("method_labs", "multimodal_labs"),
 )
-N_EXPLAINED = 10  # most frequent diagnoses in the explanation heatmap
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,16 @@ class ReportOutputs:
     plots_dir: Path
 
 
-def _load_evaluation(path: Path, model: str, pred: Predictions, cfg: EvalConfig) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ProbeFiles:
+    """The probe stage's outputs the report links to and summarises."""
+
+    md: Path
+    csv: Path
+    plot: Path
+
+
+def load_evaluation(path: Path, model: str, pred: Predictions, cfg: EvalConfig) -> dict[str, Any]:
     summary = json.loads(Path(path).read_text())
     boot = summary.get("bootstrap", {})
     if summary.get("model") != model:
@@ -67,7 +82,7 @@ def _load_evaluation(path: Path, model: str, pred: Predictions, cfg: EvalConfig)
     return summary
 
 
-def _macro(summary: Mapping[str, Any]) -> tuple[float, np.ndarray]:
+def macro_point_and_boot(summary: Mapping[str, Any]) -> tuple[float, np.ndarray]:
     boot = np.array(
         [np.nan if v is None else v for v in summary["bootstrap"]["macro_auroc"]], dtype=float
     )
@@ -85,13 +100,15 @@ def comparisons(
     out: dict[str, dict[str, Any]] = {}
     for a, b in PAIRS:
         check_paired(preds[a], preds[b])
-        est = paired_difference(*_macro(evaluations[a]), *_macro(evaluations[b]))
+        est = paired_difference(
+            *macro_point_and_boot(evaluations[a]), *macro_point_and_boot(evaluations[b])
+        )
         out[f"{a}_minus_{b}"] = {"a": a, "b": b, **est.as_dict()}
     # The pairs above already tied signal_only and multimodal_classification to the method.
     gap = gap_bridged(
-        _macro(evaluations["method_diagnoses"]),
-        _macro(evaluations["signal_only"]),
-        _macro(evaluations["multimodal_classification"]),
+        macro_point_and_boot(evaluations["method_diagnoses"]),
+        macro_point_and_boot(evaluations["signal_only"]),
+        macro_point_and_boot(evaluations["multimodal_classification"]),
     )
     out["gap_bridged"] = {
         "formula": "(method_diagnoses - signal_only) / (multimodal_classification - signal_only)",
@@ -108,7 +125,11 @@ def _frequent(pred: Predictions, n: int, evaluable: np.ndarray) -> list[str]:
 
 
 def _figures(
-    preds: Mapping[str, Predictions], names: dict[str, str], cfg: EvalConfig, out_dir: Path
+    preds: Mapping[str, Predictions],
+    names: dict[str, str],
+    cfg: EvalConfig,
+    explain: ExplainConfig,
+    out_dir: Path,
 ) -> dict[str, Any]:
     """Write the figures (and the explanation table) into ``out_dir``; return facts for the text."""
     out_dir.mkdir(parents=True)
@@ -126,8 +147,9 @@ def _figures(
         names,
         out_dir / "roc_curves.png",
     )
-    top = _frequent(method, N_EXPLAINED, ~np.isnan(auc_m))
-    ex = lab_lift(method, preds["method_labs"], top)
+    frequent = _frequent(method, len(method.labels), ~np.isnan(auc_m))
+    top, notes = explained_diagnoses(method.labels, frequent, explain)
+    ex = lab_lift(method, preds["method_labs"], top, explain.top_fraction)
     ex.to_frame(names).write_csv(out_dir / "explanations_lift.csv")
     row_names = [f"{d} {names.get(d, '')}".strip() for d in top]
     plots.lift_heatmap(ex.lift, row_names, ex.labs.tolist(), out_dir / "explanations_lift.png")
@@ -135,7 +157,10 @@ def _figures(
         "n_above_diagonal": above,
         "n_compared": int(both.sum()),
         "roc_labels": roc_labels,
-        "explanation_rows": top_labs_text(ex, names),
+        "explanation_rows": top_labs_text(ex, names, n=5),
+        "explanation_notes": notes,
+        "explain": explain,
+        "n_lab_targets": len(ex.labs),
     }
 
 
@@ -148,6 +173,7 @@ def _report_text(
     plots_rel: str,
 ) -> str:
     n_test = evaluations["method_diagnoses"]["n_records"]
+    ex_cfg = facts["explain"]
     lines = [
         "# ECG-explain: results on the test fold",
         "",
@@ -199,16 +225,41 @@ def _report_text(
         "",
         "## Explanations: predicted lab abnormalities of flagged ECGs",
         "",
-        "For each frequent diagnosis, ECGs in the top decile of the diagnosis score are flagged; "
-        "the lift is the lab head's mean predicted probability among them divided by that among "
-        "the other ECGs (observed abnormality rates among measured ECGs alongside). "
+        f"For the diagnoses with known lab causes ({', '.join(ex_cfg.diagnoses)}, where they "
+        f"are labels) and the {ex_cfg.n_frequent} most frequent others, ECGs in the top "
+        f"{ex_cfg.top_fraction:.0%} of the diagnosis score are flagged; the lift is the lab "
+        "head's mean predicted probability among them divided by that among the other ECGs "
+        "(observed abnormality rates among measured ECGs alongside). The last column ranks, "
+        "by lift, the lab targets the diagnosis is known to move. "
         f"Full table: [explanations_lift.csv]({plots_rel}/explanations_lift.csv).",
         "",
         f"![lift heatmap]({plots_rel}/explanations_lift.png)",
         "",
-        "| diagnosis | flagged ECGs | lab targets with the highest lift |",
-        "|---|---|---|",
+        f"| diagnosis | flagged ECGs | lab targets with the highest lift "
+        f"| expected lab: rank of {facts['n_lab_targets']} |",
+        "|---|---|---|---|",
         *facts["explanation_rows"],
+        "",
+        *[f"- {note}" for note in facts["explanation_notes"]],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _probe_section(probe: ProbeFiles, report_dir: Path) -> str:
+    """The probe summary (mean probe score per encoder) with links to probe.md and its plot."""
+    frame = pl.read_csv(probe.csv, schema_overrides={"score": pl.Float64})
+    md, plot = (os.path.relpath(p, report_dir) for p in (probe.md, probe.plot))
+    lines = [
+        "## Probe: clinical knowledge in the frozen ECG encoders",
+        "",
+        "Linear probes on frozen embeddings of the untrained, stage-1, signal-only and method "
+        "encoders, fitted on the training records and scored on the test records (R2 for "
+        f"values, AUROC for flags). Per variable, with intervals: [probe.md]({md}).",
+        "",
+        *summary_table(frame),
+        "",
+        f"![probe heatmap]({plot})",
         "",
     ]
     return "\n".join(lines)
@@ -231,6 +282,8 @@ def build_report(
     outputs: ReportOutputs,
     cfg: EvalConfig,
     *,
+    explain: ExplainConfig | None = None,
+    probe: ProbeFiles | None = None,
     tracking: TrackingConfig | None = None,
 ) -> dict[str, Any]:
     """Build Table 1 (md/csv/json), the comparisons, the figures and report.md.
@@ -242,6 +295,8 @@ def build_report(
         lab_target_manifest: Lab target manifest (names).
         outputs: Output paths.
         cfg: The ``evaluate`` settings the evaluations must have used.
+        explain: Which diagnoses the explanation table covers (default: ExplainConfig()).
+        probe: The probe stage's outputs, summarised in a section of report.md.
         tracking: MLflow settings; metrics and files go to the parent run.
 
     Returns:
@@ -255,7 +310,7 @@ def build_report(
     if missing:
         raise ValueError(f"the report needs evaluations and predictions of {missing}")
     preds = {m: load_predictions(Path(predictions[m])) for m in MODELS}
-    evals = {m: _load_evaluation(Path(evaluations[m]), m, preds[m], cfg) for m in MODELS}
+    evals = {m: load_evaluation(Path(evaluations[m]), m, preds[m], cfg) for m in MODELS}
     for m, want in zip(
         MODELS, ("diagnoses", "labs", "diagnoses", "diagnoses", "labs"), strict=True
     ):
@@ -265,10 +320,13 @@ def build_report(
     comp = jsonable(comparisons(evals, preds))
     names = diagnosis_names(label_manifest) | lab_target_names(lab_target_manifest)
     with atomic_path(outputs.plots_dir) as tmp_dir:
-        facts = _figures(preds, names, cfg, tmp_dir)
+        facts = _figures(preds, names, cfg, explain or ExplainConfig(), tmp_dir)
     table_md = write_table1(rows, outputs.table1_md, outputs.table1_csv, outputs.table1_json, comp)
     rel = os.path.relpath(outputs.plots_dir, Path(outputs.report_md).parent)
-    write_text_atomic(outputs.report_md, _report_text(table_md, comp, evals, facts, cfg, rel))
+    text = _report_text(table_md, comp, evals, facts, cfg, rel)
+    if probe is not None:
+        text += _probe_section(probe, Path(outputs.report_md).parent)
+    write_text_atomic(outputs.report_md, text)
     _track(tracking, evals, comp, outputs)
     log.info("report written to %s", outputs.report_md)
     return {"table1": rows, "comparisons": comp}

@@ -1,5 +1,135 @@
-"""Self-supervised losses (one concept per module)."""
+"""Self-supervised losses (one concept per module) and the stage-1 objective registry.
+
+Every loss module maps two paired batches ``(z_a, z_b)``, each (B, D), to a NamedTuple whose
+first field is the scalar ``loss`` and whose other fields are its terms. The registry wraps
+one of them in an :class:`Objective` with a single call signature for the training loop:
+
+    objective = build_objective("vicreg", inv_weight=25.0)
+    out = objective(z_ecg, z_tab)       # ObjectiveOutput
+    out.loss.backward()
+    log(out.components)                 # {"invariance": ..., "variance": ..., ...}
+
+An objective can have parameters (CLIP's learnable temperature), so it belongs in the
+optimiser and the checkpoint alongside the model.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Literal, NamedTuple, get_args
+
+import torch
+from torch import nn
 
 from pipeline.losses.barlow_twins import BarlowTwinsLoss, BarlowTwinsOutput
+from pipeline.losses.clip import ClipLoss, ClipOutput
+from pipeline.losses.vicreg import VICRegLoss, VICRegOutput
 
-__all__ = ["BarlowTwinsLoss", "BarlowTwinsOutput"]
+ObjectiveName = Literal["barlow_twins", "vicreg", "clip"]
+
+OBJECTIVE_NAMES: tuple[str, ...] = get_args(ObjectiveName)
+
+# name -> (loss module, its output NamedTuple); the output's fields after ``loss`` are the
+# components an Objective reports.
+_REGISTRY: dict[str, tuple[type[nn.Module], type[tuple[Any, ...]]]] = {
+    "barlow_twins": (BarlowTwinsLoss, BarlowTwinsOutput),
+    "vicreg": (VICRegLoss, VICRegOutput),
+    "clip": (ClipLoss, ClipOutput),
+}
+
+
+class ObjectiveOutput(NamedTuple):
+    """Result of :class:`Objective`.
+
+    Attributes:
+        loss: Scalar loss to back-propagate.
+        components: Detached scalar terms for logging, keyed as in
+            :attr:`Objective.component_names`.
+    """
+
+    loss: torch.Tensor
+    components: dict[str, torch.Tensor]
+
+
+class Objective(nn.Module):
+    """A stage-1 loss behind the uniform call ``(z_ecg, z_tab) -> ObjectiveOutput``.
+
+    Args:
+        name: Registry name of the loss.
+        loss_fn: The loss module; its parameters (if any) become this module's.
+    """
+
+    def __init__(self, name: str, loss_fn: nn.Module) -> None:
+        super().__init__()
+        self.name = name
+        self.loss_fn = loss_fn
+        fields: tuple[str, ...] = _REGISTRY[name][1]._fields  # type: ignore[attr-defined]
+        self.component_names: tuple[str, ...] = fields[1:]
+
+    def forward(self, z_ecg: torch.Tensor, z_tab: torch.Tensor) -> ObjectiveOutput:
+        """Compute the loss between the ECG and tabular embeddings.
+
+        Args:
+            z_ecg: ECG-branch embeddings, shape (B, D).
+            z_tab: Tabular-branch (or second-view) embeddings, shape (B, D).
+
+        Returns:
+            An :class:`ObjectiveOutput`.
+        """
+        out = self.loss_fn(z_ecg, z_tab)
+        parts = {k: v.detach() for k, v in zip(out._fields[1:], out[1:], strict=True)}
+        return ObjectiveOutput(loss=out.loss, components=parts)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}"
+
+
+def objective_kwargs(name: str) -> tuple[str, ...]:
+    """The keyword arguments the objective ``name`` accepts (its constructor's)."""
+    _check_name(name)
+    params = inspect.signature(_REGISTRY[name][0].__init__).parameters
+    return tuple(p for p in params if p != "self")
+
+
+def build_objective(name: ObjectiveName, **kwargs: Any) -> Objective:
+    """Build the stage-1 objective ``name`` with its hyper-parameters.
+
+    Args:
+        name: One of :data:`OBJECTIVE_NAMES`.
+        **kwargs: Constructor arguments of the loss; omitted ones take the paper defaults.
+
+    Returns:
+        An :class:`Objective`.
+
+    Raises:
+        ValueError: On an unknown name or argument (the message lists the valid ones), or
+            an out-of-range value (from the loss module).
+    """
+    accepted = objective_kwargs(name)
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"unknown argument(s) {unknown} for objective {name!r}; accepted: {list(accepted)}"
+        )
+    return Objective(name, _REGISTRY[name][0](**kwargs))
+
+
+def _check_name(name: str) -> None:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown objective {name!r}; choose one of {list(OBJECTIVE_NAMES)}")
+
+
+__all__ = [
+    "OBJECTIVE_NAMES",
+    "BarlowTwinsLoss",
+    "BarlowTwinsOutput",
+    "ClipLoss",
+    "ClipOutput",
+    "Objective",
+    "ObjectiveName",
+    "ObjectiveOutput",
+    "VICRegLoss",
+    "VICRegOutput",
+    "build_objective",
+    "objective_kwargs",
+]

@@ -7,6 +7,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from pipeline.losses._checks import check_pair
+
 
 class BarlowTwinsOutput(NamedTuple):
     """Result of :class:`BarlowTwinsLoss`.
@@ -79,21 +81,8 @@ class BarlowTwinsLoss(nn.Module):
             ValueError: If the inputs are not 2-D, differ in shape, or B < 2 (the batch
                 variance is undefined for a single sample).
         """
-        if z_a.dim() != 2 or z_b.dim() != 2:
-            raise ValueError(
-                f"Barlow Twins expects 2-D inputs (B, D); got {tuple(z_a.shape)} "
-                f"and {tuple(z_b.shape)}"
-            )
-        if z_a.shape != z_b.shape:
-            raise ValueError(
-                f"Barlow Twins branches must have the same shape; got {tuple(z_a.shape)} "
-                f"and {tuple(z_b.shape)}"
-            )
+        check_pair(z_a, z_b, "Barlow Twins", 2, "to normalise")
         batch = z_a.shape[0]
-        if batch < 2:
-            raise ValueError(
-                f"Barlow Twins needs a batch of at least 2 samples to normalise, got {batch}"
-            )
         za_n = _standardise(z_a, self.eps)  # (B, D)
         zb_n = _standardise(z_b, self.eps)  # (B, D)
         c = za_n.T @ zb_n / batch  # (D, D)

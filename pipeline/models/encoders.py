@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
-from pipeline.models.s4 import S4Layer
+from pipeline.models.ops import dropout
+from pipeline.models.s4 import S4Layer, pointwise
 
 
 class S4Block(nn.Module):
@@ -17,6 +18,7 @@ class S4Block(nn.Module):
     The GELU sits inside ``S4Layer`` (between the SSM and its GLU output mixing, as in the S4
     reference architecture). Post-norm (normalise after the residual sum) follows the S4
     paper's sequence-classification setup; the LayerNorm is over channels at each time step.
+    ``forward_lh`` is the same map on the (B, L, H) layout the encoder uses between blocks.
     """
 
     def __init__(self, d_model: int, dropout: float, **s4_kwargs: Any) -> None:
@@ -25,14 +27,22 @@ class S4Block(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(d_model)
 
+    def forward_lh(self, x: Tensor) -> Tensor:
+        """(B, L, H) -> (B, L, H)."""
+        y = x + dropout(self.layer.forward_lh(x), self.dropout.p, self.training)  # (B, L, H)
+        return self.norm(y)  # (B, L, H)
+
     def forward(self, x: Tensor) -> Tensor:
         """(B, H, L) -> (B, H, L)."""
-        y = x + self.dropout(self.layer(x))  # (B, H, L)
-        return self.norm(y.transpose(1, 2)).transpose(1, 2)  # (B, H, L)
+        return self.forward_lh(x.transpose(1, 2)).transpose(1, 2)
 
 
 class ECGEncoder(nn.Module):
-    """S4 ECG encoder: Conv1d(k=1) input projection, n post-norm S4 blocks, mean over time.
+    """S4 ECG encoder: pointwise input projection, n post-norm S4 blocks, mean over time.
+
+    Between blocks the activations stay in the (B, L, H) layout (pointwise maps, LayerNorm
+    and the FFT convolution along L all work on it without transposes); the input
+    projection keeps its Conv1d(in_channels, H, 1) parameter layout so checkpoints load.
 
     Args:
         in_channels: ECG leads (12).
@@ -80,10 +90,10 @@ class ECGEncoder(nn.Module):
             raise ValueError(
                 f"ECGEncoder expects (B, {self.config['in_channels']}, L), got {tuple(x.shape)}"
             )
-        h = self.input_proj(x)  # (B, H, L)
+        h = pointwise(self.input_proj, x.transpose(1, 2))  # (B, L, H)
         for block in self.blocks:
-            h = block(h)  # (B, H, L)
-        return h.mean(dim=-1)  # (B, H)
+            h = cast(S4Block, block).forward_lh(h)  # (B, L, H)
+        return h.mean(dim=1)  # (B, H)
 
     def embed(self, x: Tensor) -> Tensor:
         """Alias of ``forward``: (B, in_channels, L) -> (B, d_model)."""

@@ -16,6 +16,7 @@ channels; C_out = 2 kernels when bidirectional (forward and backward in time), e
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 import torch
@@ -23,8 +24,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.models.cauchy import cauchy, resolve_backend, roots_of_unity_half, vandermonde
+from pipeline.models.ops import dropout, fast_fft_length, fft_conv
 
 MODES = ("dplr", "diag")
+#: Kernel lengths kept per layer by the eval-mode cache (training crops, evaluation crops).
+KERNEL_CACHE_SIZE = 4
 DIAG_INITS = ("lin", "inv")
 
 
@@ -66,6 +70,16 @@ def s4d_init(n: int, kind: str) -> np.ndarray:
     raise ValueError(f"unknown S4D init {kind!r}; known: {', '.join(DIAG_INITS)}")
 
 
+def pointwise(conv: nn.Module, x: Tensor) -> Tensor:
+    """Apply a Conv1d(C_in, C_out, 1) as a linear map over the last dim of (B, L, C_in).
+
+    One (B L, C_in) x (C_in, C_out) matrix product, with no transposes of the activations;
+    the weight keeps its (C_out, C_in, 1) Conv1d layout (a view is used), so checkpoints load.
+    """
+    conv = cast(nn.Conv1d, conv)
+    return F.linear(x, conv.weight[..., 0], conv.bias)
+
+
 def _param(x: np.ndarray | Tensor) -> nn.Parameter:
     """Complex array -> real parameter (..., 2), so that .double()/.float() keep it valid."""
     t = torch.as_tensor(x, dtype=torch.complex128)
@@ -75,8 +89,16 @@ def _param(x: np.ndarray | Tensor) -> nn.Parameter:
 class S4Layer(nn.Module):
     """Bidirectional S4 / S4D convolution + skip D, GELU, dropout and a GLU output mixing.
 
-    Forward (B, H, L) -> (B, H, L) for any L. The SSM part is linear time-invariant and
-    per-channel; the pointwise Conv1d(H, 2H) + GLU mixes channels (S4 paper, App. D.2).
+    Forward (B, H, L) -> (B, H, L) for any L; ``forward_lh`` is the same map on the (B, L, H)
+    layout the encoder keeps between blocks (no transposes). The SSM part is linear
+    time-invariant and per-channel; the pointwise H -> 2H linear map + GLU mixes channels (S4
+    paper, App. D.2). Its weights keep the Conv1d(H, 2H, 1) layout of earlier versions, so
+    saved models and optimiser states load unchanged; it is applied as one matrix product.
+
+    In eval mode, when no SSM parameter needs a gradient, the convolution taps are cached per
+    length and reused while the parameters are unchanged (compared by value on every call, so
+    in-place edits, ``load_state_dict`` or swapped parameters never see stale taps); ``train()``
+    empties the cache.
 
     Args:
         d_model: channels H.
@@ -129,6 +151,8 @@ class S4Layer(nn.Module):
         self.activation = nn.GELU()
         self.dropout = nn.Dropout(dropout)
         self.output_linear = nn.Sequential(nn.Conv1d(h, 2 * h, kernel_size=1), nn.GLU(dim=1))
+        self._taps_cache: dict[tuple[int, str], Tensor] = {}
+        self._taps_params: Tensor | None = None  # parameter values the cached taps belong to
 
     # --------------------------------------------------------------------------- kernels
 
@@ -222,19 +246,58 @@ class S4Layer(nn.Module):
 
     # --------------------------------------------------------------------------- forward
 
+    def taps(self, length: int) -> Tensor:
+        """Kernel taps on a circle of n = 2 * fast_fft_length(L) points for ``fft_conv``; (H, n).
+
+        Causal taps sit at lags 0..L-1; the backward kernel's taps at lags -1..-L (circular
+        positions n-1..n-L), so it sees strictly future samples and lag 0 is counted once.
+        """
+        n = 2 * fast_fft_length(length)
+        k = self.kernel(length)  # (C_out, H, L)
+        kk = F.pad(k[0], (0, n - length))  # (H, n)
+        if self.bidirectional:
+            kk = kk + F.pad(k[1].flip(-1), (n - length, 0))
+        return kk
+
+    def _cached_taps(self, length: int) -> Tensor:
+        """``taps(length)``, from the eval-mode cache when it is valid (see class docstring)."""
+        ssm = [p for name, p in self.named_parameters() if name != "d" and "." not in name]
+        if self.training or (torch.is_grad_enabled() and any(p.requires_grad for p in ssm)):
+            return self.taps(length)
+        with torch.no_grad():
+            values = torch.cat([p.detach().reshape(-1) for p in ssm])
+            if self._taps_params is None or not (
+                self._taps_params.shape == values.shape
+                and self._taps_params.dtype == values.dtype
+                and self._taps_params.device == values.device
+                and torch.equal(self._taps_params, values)
+            ):
+                self._taps_cache, self._taps_params = {}, values
+            key = (length, resolve_backend(self.kernel_backend, values.device))
+            if key not in self._taps_cache:
+                if len(self._taps_cache) >= KERNEL_CACHE_SIZE:
+                    self._taps_cache.pop(next(iter(self._taps_cache)))
+                self._taps_cache[key] = self.taps(length)
+            return self._taps_cache[key]
+
+    def train(self, mode: bool = True) -> S4Layer:
+        """Switch mode and drop cached taps (the next eval pass recomputes them)."""
+        self._taps_cache, self._taps_params = {}, None
+        return super().train(mode)
+
+    def convolve_lh(self, u: Tensor) -> Tensor:
+        """SSM part only on the (B, L, H) layout: y = K * u (+ backward kernel) + D u."""
+        return fft_conv(u, self._cached_taps(u.shape[1]).to(u.dtype), self.d)
+
     def convolve(self, u: Tensor) -> Tensor:
         """SSM part only: y = K * u (+ backward kernel) + D u; (B, H, L) -> (B, H, L)."""
-        length = u.shape[-1]
-        k = self.kernel(length).to(u.dtype)  # (C_out, H, L)
-        kk = F.pad(k[0], (0, length))  # (H, 2L) causal taps at lags 0..L-1
-        if self.bidirectional:
-            # Backward taps sit at negative lags -1..-L (circular positions 2L-1..L), so the
-            # backward kernel sees strictly future samples and lag 0 is counted once.
-            kk = kk + F.pad(k[1].flip(-1), (length, 0))
-        y = torch.fft.irfft(torch.fft.rfft(u, n=2 * length) * torch.fft.rfft(kk), n=2 * length)
-        return y[..., :length] + self.d[:, None] * u  # (B, H, L)
+        return self.convolve_lh(u.transpose(1, 2)).transpose(1, 2)
+
+    def forward_lh(self, u: Tensor) -> Tensor:
+        """(B, L, H) -> (B, L, H)."""
+        y = dropout(self.activation(self.convolve_lh(u)), self.dropout.p, self.training)
+        return F.glu(pointwise(self.output_linear[0], y), dim=-1)  # (B, L, H)
 
     def forward(self, u: Tensor) -> Tensor:
         """(B, H, L) -> (B, H, L)."""
-        y = self.dropout(self.activation(self.convolve(u)))  # (B, H, L)
-        return self.output_linear(y)  # (B, H, L)
+        return self.forward_lh(u.transpose(1, 2)).transpose(1, 2)

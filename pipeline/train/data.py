@@ -147,12 +147,22 @@ class ECGDataset(Dataset[dict[str, np.ndarray]]):
         return item
 
 
+class EpochDataset(Protocol):
+    """What :class:`EpochLoader` needs: a map-style dataset told the epoch before each pass."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]: ...
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+
 class EpochLoader:
     """A DataLoader whose shuffling and crops are a pure function of (seed, epoch)."""
 
     def __init__(
         self,
-        dataset: ECGDataset,
+        dataset: EpochDataset,
         batch_size: int,
         *,
         shuffle: bool,
@@ -179,8 +189,8 @@ class EpochLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
-        loader = DataLoader(
-            self.dataset,
+        loader: DataLoader[dict[str, np.ndarray]] = DataLoader(
+            self.dataset,  # type: ignore[arg-type]  # a map-style dataset by protocol
             batch_size=self.batch_size,
             shuffle=self.shuffle,
             drop_last=self.drop_last,

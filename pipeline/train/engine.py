@@ -2,8 +2,9 @@
 
 Stages differ only in the step function (a batch -> loss and metrics to log), the
 validation function (the model -> metrics, one of which selects the best epoch) and the
-optimizer's parameter groups. Everything else lives here once: epochs, progress bars,
-validation, best-epoch selection, resume checkpoints, MLflow logging.
+optimizer's parameter groups. Everything else lives here once: epochs, the per-step
+learning-rate schedule, progress bars, validation, early stopping, best-epoch selection,
+resume checkpoints, MLflow logging.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
 from pipeline.logs import progress
 from pipeline.train.checkpoint import CheckpointSpec, capture_rng, restore_rng
 from pipeline.train.data import Batch, EpochLoader, to_device
+from pipeline.train.schedule import EarlyStopping, make_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +68,12 @@ class FitResult:
     """History (one dict per epoch), the selected epoch (1-based) and its metric."""
 
     history: list[dict[str, float]] = field(default_factory=list)
-    best_epoch: int = 0
+    best_epoch: int = 0  # 0: the starting weights (validate_start) were never beaten
     best_metric: float = float("nan")
     resumed_at: int = 0  # epochs restored from a checkpoint (0 = fresh run)
+    epochs_run: int = 0
+    stopped_early: bool = False
+    head_refit_epochs: int = 0  # epochs of a later head-only refit that were kept (0: none)
 
 
 def seed_everything(seed: int) -> None:
@@ -129,8 +135,12 @@ def train_epoch(
     step_fn: StepFn,
     device: torch.device,
     desc: str,
+    scheduler: LRScheduler | None = None,
 ) -> dict[str, float]:
-    """One pass over ``loader``; returns batch-size-weighted means of the step metrics."""
+    """One pass over ``loader``; returns batch-size-weighted means of the step metrics.
+
+    ``scheduler`` (if any) steps after every optimizer step.
+    """
     model.train()
     sums: dict[str, float] = {}
     n_seen = 0
@@ -142,6 +152,8 @@ def train_epoch(
             raise FloatingPointError(f"{desc}: non-finite training loss")
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         n = _batch_size(batch)
         n_seen += n
         for k, v in {"loss": float(loss.detach()), **metrics}.items():
@@ -151,6 +163,26 @@ def train_epoch(
     return {k: v / n_seen for k, v in sums.items()}
 
 
+@dataclass(frozen=True)
+class LoopConfig:
+    """How long and at what rate the loop trains (shared by every stage's section).
+
+    Attributes:
+        epochs: the epoch cap.
+        schedule: "cosine", "onecycle" or "constant" (see :mod:`pipeline.train.schedule`).
+        warmup_epochs: linear warm-up length in epochs (fractions allowed).
+        patience: stop after this many epochs without a better ``monitor`` (0: never).
+        validate_start: validate the starting weights as "epoch 0", a candidate for the
+            best epoch (a warm-started head is kept if fine-tuning never beats it).
+    """
+
+    epochs: int
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    patience: int = 0
+    validate_start: bool = False
+
+
 def fit(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -158,7 +190,7 @@ def fit(
     step_fn: StepFn,
     val_fn: ValFn,
     *,
-    epochs: int,
+    loop: LoopConfig,
     monitor: str,
     mode: Literal["min", "max"],
     device: torch.device,
@@ -166,12 +198,15 @@ def fit(
     run: MetricSink | None = None,
     desc: str = "train",
     on_epoch_end: EpochCallback | None = None,
+    on_fresh_start: Callable[[], None] | None = None,
 ) -> FitResult:
-    """Train for ``epochs``, validate after each, keep the best weights by ``monitor``.
+    """Train up to ``loop.epochs``, validate after each, keep the best weights by ``monitor``.
 
-    The model ends with the best epoch's weights loaded. With ``checkpoint`` the loop
-    resumes from a matching checkpoint and writes one every ``checkpoint.every`` epochs;
-    the caller deletes it once the stage's outputs are written.
+    The learning rate follows ``loop.schedule`` per step; training stops early after
+    ``loop.patience`` epochs without improvement. The model ends with the best epoch's
+    weights loaded. With ``checkpoint`` the loop resumes from a matching checkpoint
+    (model, optimizer, scheduler, best weights, history, RNG) and writes one every
+    ``checkpoint.every`` epochs; the caller deletes it once the stage's outputs are written.
 
     Args:
         model: already on ``device``; the optimizer is built over its parameters.
@@ -179,76 +214,148 @@ def fit(
         val_fn: model in eval mode under no_grad -> metrics, must include ``monitor``.
         monitor, mode: the validation metric selecting the best epoch and its direction.
         on_epoch_end: called with (epoch, record) after logging and checkpointing.
+        on_fresh_start: called once before training when no checkpoint was restored (a
+            head warm start: on resume its result is already in the checkpoint).
     """
-    result = FitResult()
-    best_state: dict[str, torch.Tensor] | None = None
-    best: float | None = None
-    start = 0
+    epochs, stopper = loop.epochs, EarlyStopping(loop.patience)
+    scheduler = make_scheduler(
+        optimizer, loop.schedule, loop.warmup_epochs, epochs, max(len(train_loader), 1)
+    )
+    state = _LoopState(FitResult())
     ckpt = checkpoint.load() if checkpoint is not None else None
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        best_state = ckpt["best_state"]
-        best = ckpt["best_metric"]
-        result.history = list(ckpt["history"])
-        result.best_epoch = ckpt["best_epoch"]
-        start = result.resumed_at = ckpt["epoch"]
-        restore_rng(ckpt["rng"])
-        log.info("%s: resumed after epoch %d of %d", desc, start, epochs)
+        start = state.restore(ckpt, model, optimizer, scheduler)
+        log.info("%s: resumed after epoch %d of at most %d", desc, start, epochs)
         if run is not None:
-            for rec in result.history:
+            for rec in state.result.history:
                 run.log_metrics({k: v for k, v in rec.items() if k != "epoch"}, int(rec["epoch"]))
+    else:
+        start = 0
+        if on_fresh_start is not None:
+            on_fresh_start()
+        if loop.validate_start:
+            val = _validate(model, val_fn, monitor)
+            state.observe(model, 0, {}, val, optimizer, monitor, mode)
+            _log_epoch(desc, 0, epochs, state, monitor, run)
+    stopped = bool(state.result.history) and stopper.should_stop(
+        int(state.result.history[-1]["epoch"]), state.result.best_epoch
+    )
     for epoch in range(start, epochs):
+        if stopped:
+            break
         train_loader.set_epoch(epoch)
         metrics = train_epoch(
-            model, optimizer, train_loader, step_fn, device, f"{desc} {epoch + 1}/{epochs}"
+            *(model, optimizer, train_loader, step_fn, device),
+            f"{desc} {epoch + 1}/{epochs}",
+            scheduler,
         )
-        model.eval()
-        with torch.no_grad():
-            val = val_fn(model)
-        if monitor not in val:
-            raise KeyError(f"validation metrics lack the monitored {monitor!r}: {sorted(val)}")
-        record = {"epoch": float(epoch + 1), **metrics, **_lr_metrics(optimizer), **val}
-        result.history.append(record)
-        if _improved(val[monitor], best, mode):
-            best, best_state, result.best_epoch = val[monitor], _clone_state(model), epoch + 1
-        log.info(
-            "%s epoch %d/%d: loss %.4f, %s %.4f (best epoch %d)",
-            *(desc, epoch + 1, epochs, metrics["loss"], monitor, val[monitor], result.best_epoch),
-        )
-        if run is not None:
-            run.log_metrics({k: v for k, v in record.items() if k != "epoch"}, epoch + 1)
+        val = _validate(model, val_fn, monitor)
+        state.observe(model, epoch + 1, metrics, val, optimizer, monitor, mode)
+        _log_epoch(desc, epoch + 1, epochs, state, monitor, run)
+        stopped = stopper.should_stop(epoch + 1, state.result.best_epoch)
         due = checkpoint is not None and (epoch + 1) % max(checkpoint.every, 1) == 0
-        if checkpoint is not None and due and epoch + 1 < epochs:
-            checkpoint.save(
-                _checkpoint_state(model, optimizer, epoch + 1, best, best_state, result)
-            )
+        if checkpoint is not None and due and epoch + 1 < epochs and not stopped:
+            checkpoint.save(state.checkpoint(model, optimizer, scheduler, epoch + 1))
         if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, record)
-    assert best_state is not None  # epochs >= 1
-    model.load_state_dict(best_state)
-    result.best_metric = float("nan") if best is None else float(best)
+            on_epoch_end(epoch + 1, state.result.history[-1])
+    if stopped:
+        log.info(
+            "%s: early stop after epoch %d (no better %s for %d epochs; best epoch %d)",
+            *(desc, int(state.result.history[-1]["epoch"]), monitor, loop.patience),
+            state.result.best_epoch,
+        )
+    assert state.best_state is not None  # epochs >= 1 or validate_start
+    model.load_state_dict(state.best_state)
+    result = state.result
+    result.best_metric = float("nan") if state.best is None else float(state.best)
+    result.epochs_run = int(result.history[-1]["epoch"]) if result.history else 0
+    result.stopped_early = stopped
     return result
 
 
-def _checkpoint_state(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    epoch: int,
-    best: float | None,
-    best_state: Mapping[str, torch.Tensor] | None,
-    result: FitResult,
-) -> dict[str, Any]:
-    return {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "epoch": epoch,
-        "best_metric": best,
-        "best_state": best_state,
-        "best_epoch": result.best_epoch,
-        "history": result.history,
-        "rng": capture_rng(),
-    }
+def _validate(model: nn.Module, val_fn: ValFn, monitor: str) -> dict[str, float]:
+    model.eval()
+    with torch.no_grad():
+        val = val_fn(model)
+    if monitor not in val:
+        raise KeyError(f"validation metrics lack the monitored {monitor!r}: {sorted(val)}")
+    return val
+
+
+def _log_epoch(
+    desc: str, epoch: int, epochs: int, state: _LoopState, monitor: str, run: MetricSink | None
+) -> None:
+    record = state.result.history[-1]
+    log.info(
+        "%s epoch %d/%d: loss %.4f, %s %.4f (best epoch %d)",
+        *(desc, epoch, epochs, record.get("loss", float("nan")), monitor, record[monitor]),
+        state.result.best_epoch,
+    )
+    if run is not None:
+        run.log_metrics({k: v for k, v in record.items() if k != "epoch"}, epoch)
+
+
+@dataclass
+class _LoopState:
+    """History, best weights and best metric: what a resume checkpoint must carry."""
+
+    result: FitResult
+    best: float | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+
+    def observe(
+        self,
+        model: nn.Module,
+        epoch: int,
+        metrics: Mapping[str, float],
+        val: Mapping[str, float],
+        optimizer: torch.optim.Optimizer,
+        monitor: str,
+        mode: Literal["min", "max"],
+    ) -> None:
+        """Append the epoch's record; keep the weights if ``monitor`` improved."""
+        self.result.history.append(
+            {"epoch": float(epoch), **metrics, **_lr_metrics(optimizer), **val}
+        )
+        if _improved(val[monitor], self.best, mode):
+            self.best, self.best_state = val[monitor], _clone_state(model)
+            self.result.best_epoch = epoch
+
+    def checkpoint(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: LRScheduler,
+        epoch: int,
+    ) -> dict[str, Any]:
+        return {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": epoch,
+            "best_metric": self.best,
+            "best_state": self.best_state,
+            "best_epoch": self.result.best_epoch,
+            "history": self.result.history,
+            "rng": capture_rng(),
+        }
+
+    def restore(
+        self,
+        ckpt: Mapping[str, Any],
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: LRScheduler,
+    ) -> int:
+        """Load a checkpoint into the model, optimizer, scheduler and self; returns its epoch."""
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        self.best_state, self.best = ckpt["best_state"], ckpt["best_metric"]
+        self.result.history = list(ckpt["history"])
+        self.result.best_epoch, self.result.resumed_at = ckpt["best_epoch"], ckpt["epoch"]
+        restore_rng(ckpt["rng"])
+        return int(ckpt["epoch"])
 
 
 def write_history(path: Path, history: list[dict[str, float]]) -> None:

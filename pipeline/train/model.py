@@ -28,6 +28,7 @@ from pipeline.models import (
     ecg_encoder_config,
 )
 from pipeline.train.data import Batch
+from pipeline.train.heads import normalised
 from pipeline.train.tabular import TabularPreprocessor
 
 if TYPE_CHECKING:
@@ -114,9 +115,13 @@ class SupervisedModel(nn.Module):
 
 
 def make_head(cfg: Mapping[str, Any]) -> nn.Module:
+    """A head from its model.json config; ``norm`` puts an EmbeddingNorm in front."""
+    head: nn.Module
     if cfg["kind"] == "linear":
-        return nn.Linear(cfg["in_dim"], cfg["out_dim"])
-    return MLPHead(cfg["in_dim"], list(cfg["hidden"]), cfg["out_dim"], cfg["dropout"])
+        head = nn.Linear(cfg["in_dim"], cfg["out_dim"])
+    else:
+        head = MLPHead(cfg["in_dim"], list(cfg["hidden"]), cfg["out_dim"], cfg["dropout"])
+    return normalised(head, cfg["in_dim"]) if cfg.get("norm", False) else head
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -145,7 +150,7 @@ def build_supervised(
         if cfg.freeze_encoder:
             for p in encoder.parameters():
                 p.requires_grad_(False)
-        head_cfg = _mlp_cfg(encoder.out_dim, cfg.head_hidden, n_out, dropout)
+        head_cfg = _mlp_cfg(encoder.out_dim, cfg.head_hidden, n_out, dropout, cfg.head_norm)
         return SupervisedModel(
             spec,
             encoder,
@@ -164,7 +169,7 @@ def build_supervised(
         if cfg.freeze_blocks > len(encoder.blocks):
             raise ValueError(f"freeze_blocks={cfg.freeze_blocks} > {len(encoder.blocks)} blocks")
         encoder.freeze_blocks(cfg.freeze_blocks)
-        head_cfg = _mlp_cfg(encoder.out_dim, cfg.head_hidden, n_out, dropout)
+        head_cfg = _mlp_cfg(encoder.out_dim, cfg.head_hidden, n_out, dropout, cfg.head_norm)
         return SupervisedModel(spec, encoder, make_head(head_cfg), head_cfg)
     encoder = build_ecg_encoder(model_cfg["ecg_encoder"])
     tab_encoder, in_dim = None, encoder.out_dim
@@ -175,20 +180,23 @@ def build_supervised(
         )
         in_dim += tab_encoder.out_dim
     head_cfg = (
-        {"kind": "linear", "in_dim": in_dim, "out_dim": n_out}
+        {"kind": "linear", "in_dim": in_dim, "out_dim": n_out, "norm": cfg.head_norm}
         if spec.head == "linear"
-        else _mlp_cfg(in_dim, cfg.head_hidden, n_out, dropout)
+        else _mlp_cfg(in_dim, cfg.head_hidden, n_out, dropout, cfg.head_norm)
     )
     return SupervisedModel(spec, encoder, make_head(head_cfg), head_cfg, tab_encoder=tab_encoder)
 
 
-def _mlp_cfg(in_dim: int, hidden: tuple[int, ...], out_dim: int, dropout: float) -> dict[str, Any]:
+def _mlp_cfg(
+    in_dim: int, hidden: tuple[int, ...], out_dim: int, dropout: float, norm: bool = False
+) -> dict[str, Any]:
     return {
         "kind": "mlp",
         "in_dim": in_dim,
         "hidden": list(hidden),
         "out_dim": out_dim,
         "dropout": dropout,
+        "norm": norm,
     }
 
 
@@ -201,8 +209,13 @@ def model_meta(
     best_epoch: int,
     best_val_auroc: float,
     tab_cfg: Mapping[str, Any] | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """model.json: everything :func:`load_supervised` needs, plus provenance."""
+    """model.json: everything :func:`load_supervised` needs, plus provenance.
+
+    ``preprocessing`` (:func:`pipeline.data.preprocessing.training_preprocessing`) is what
+    turns a raw record into the encoder's input; inference reads it from model.json.
+    """
     heads: dict[str, Any] = {"head": {**model.head_cfg, "task": spec.task, "labels": names}}
     if model.diagnosis_head is not None:
         heads["diagnosis_head"] = model.diagnosis_head_cfg
@@ -219,6 +232,9 @@ def model_meta(
         "config": asdict(cfg),
         "best_epoch": best_epoch,
         "best_val_auroc": best_val_auroc,
+        # results are bit-identical only for the same seed, config and thread count
+        "num_threads": torch.get_num_threads(),
+        "preprocessing": None if preprocessing is None else dict(preprocessing),
     }
 
 

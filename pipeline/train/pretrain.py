@@ -18,8 +18,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from pipeline.io import atomic_path
@@ -42,16 +40,18 @@ from pipeline.train.data import (
     read_names,
     read_targets,
 )
+from pipeline.train.embed import embed_records
 from pipeline.train.engine import (
     EpochCallback,
+    LoopConfig,
     TrainConfig,
     fit,
     save_weights,
     setup_runtime,
     write_history,
 )
+from pipeline.train.head_init import logistic_probe
 from pipeline.train.model import tabular_encoder_meta
-from pipeline.train.predict import macro_auroc, predict_probs
 from pipeline.train.tabular import fit_tabular, read_manifest
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,11 @@ class PretrainConfig:
 
     Attributes:
         seed: seeds weights, data order and crops.
-        epochs, batch_size, lr, weight_decay: AdamW training (constant schedule).
+        epochs, batch_size, lr, weight_decay: AdamW training; ``epochs`` is the cap.
+        patience: early stop after this many epochs without a lower validation loss (0:
+            train to the cap).
+        schedule, warmup_epochs: per-step learning-rate schedule after a linear warm-up
+            (see :mod:`pipeline.train.schedule`).
         embed_dim: projector output E.
         projector_hidden: projector hidden width.
         lambd: Barlow Twins off-diagonal weight (about 5e-3 in the paper).
@@ -72,6 +76,9 @@ class PretrainConfig:
 
     seed: int = 0
     epochs: int = 6
+    patience: int = 0
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-3
@@ -221,7 +228,7 @@ def pretrain(
             train_loader,
             step,
             validate,
-            epochs=cfg.epochs,
+            loop=LoopConfig(cfg.epochs, cfg.schedule, cfg.warmup_epochs, cfg.patience),
             monitor="val_loss",
             mode="min",
             device=device,
@@ -233,7 +240,7 @@ def pretrain(
         probe = linear_probe(
             model.ecg_encoder, store, inputs, train_ids, val_ids, cfg, train_cfg, device
         )
-        run.log_metrics({"probe_macro_auroc": probe["macro_auroc"]}, cfg.epochs)
+        run.log_metrics({"probe_macro_auroc": probe["macro_auroc"]}, result.epochs_run)
         log.info(
             "linear probe macro AUROC %.4f over %d labels", probe["macro_auroc"], probe["n_labels"]
         )
@@ -246,6 +253,7 @@ def pretrain(
             "best_val_loss": result.best_metric,
             "n_train": len(train_ids),
             "n_val": len(val_ids),
+            "num_threads": torch.get_num_threads(),  # part of what makes a run reproducible
         }
         with atomic_path(out_dir) as tmp:
             tmp.mkdir()
@@ -306,26 +314,20 @@ def linear_probe(
     y_val = read_targets(inputs.labels, val_ids, codes)
 
     def embed(ids: np.ndarray) -> np.ndarray:
-        ds = ECGDataset(
+        return embed_records(
+            encoder,
             store,
             ids,
-            crop_samples=train_cfg.crop_samples,
-            mode="eval",
-            eval_crops=train_cfg.eval_crops,
+            train_cfg.crop_samples,
+            train_cfg.eval_crops,
+            batch_size=cfg.batch_size,
+            device=device,
+            desc="probe embed",
         )
-        loader = EpochLoader(ds, cfg.batch_size, shuffle=False, drop_last=False)
-        return predict_probs(encoder, loader, lambda m, b: m(b["ecg"]), device, sigmoid=False)
 
-    scaler = StandardScaler().fit(x_fit := embed(fit_ids))
-    x_fit, x_val = scaler.transform(x_fit), scaler.transform(embed(val_ids))
-    prob = np.full(y_val.shape, np.nan, dtype=np.float64)
-    for j in range(len(codes)):
-        both = len(np.unique(y_fit[:, j])) == 2 and len(np.unique(y_val[:, j])) == 2
-        if both:
-            clf = LogisticRegression(max_iter=1000).fit(x_fit, y_fit[:, j])
-            prob[:, j] = clf.predict_proba(x_val)[:, 1]
-    usable = ~np.isnan(prob[0]) if len(prob) else np.zeros(0, dtype=bool)
-    auroc, n_used = macro_auroc(y_val[:, usable], prob[:, usable])
+    x_fit = embed(fit_ids)
+    probe = logistic_probe(x_fit, y_fit, embed(val_ids), y_val)
+    auroc, n_used = probe["val_auroc"], int(probe["n_labels"])
     return {
         "macro_auroc": auroc,
         "n_labels": n_used,

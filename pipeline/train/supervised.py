@@ -1,8 +1,13 @@
 """Stages 2-3 and the three baselines: one supervised trainer over five model specs.
 
 All five share :func:`pipeline.train.engine.fit` (the pre-training loop's sibling), a
-masked binary cross-entropy (missing lab targets ignored) and best-epoch selection by
-validation macro AUROC over crop-averaged probabilities (Strodthoff et al. 2024).
+masked binary cross-entropy (missing lab targets ignored), a warm-up + cosine (or
+one-cycle) schedule, early stopping and best-epoch selection by validation macro AUROC
+over crop-averaged probabilities (Strodthoff et al. 2024). With ``head_init: probe`` the
+head is first fitted on the frozen starting encoder's cached embeddings, then the model
+is fine-tuned (Kumar et al. 2022); a stage whose encoder is frozen trains its head on the
+cached embeddings only. Every model finally reports a logistic-regression probe of its
+own frozen embedding next to its head's validation AUROC (the head should not lose).
 """
 
 from __future__ import annotations
@@ -17,9 +22,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from pipeline.data.preprocessing import training_preprocessing
 from pipeline.io import atomic_path
 from pipeline.tracking import TrackingConfig, stage_run
 from pipeline.train.checkpoint import CheckpointSpec, checkpoint_key
@@ -32,6 +37,7 @@ from pipeline.train.data import (
     read_names,
     read_targets,
 )
+from pipeline.train.embed import embed_crops
 from pipeline.train.engine import (
     EpochCallback,
     TrainConfig,
@@ -39,6 +45,14 @@ from pipeline.train.engine import (
     save_weights,
     setup_runtime,
     write_history,
+)
+from pipeline.train.head_init import (
+    HeadFit,
+    fit_head,
+    logistic_probe,
+    masked_bce,
+    refit_head,
+    training_summary,
 )
 from pipeline.train.model import (
     SPECS,
@@ -50,36 +64,19 @@ from pipeline.train.model import (
 )
 from pipeline.train.predict import macro_auroc, predict_probs, write_predictions
 from pipeline.train.pretrain import open_store
+from pipeline.train.stage_config import StageConfig
+
+__all__ = [
+    "StageConfig",
+    "SupervisedInputs",
+    "SupervisedResult",
+    "masked_bce",
+    "predict_model",
+    "train_supervised",
+]
 from pipeline.train.tabular import TabularArrays, TabularPreprocessor, fit_tabular, read_manifest
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class StageConfig:
-    """One of the ``finetune_diagnoses`` / ``finetune_labs`` / ``baselines`` sections.
-
-    Attributes:
-        seed, epochs, batch_size, lr, weight_decay: AdamW training (constant schedule).
-        freeze_blocks: first k encoder blocks frozen with the input projection (method).
-        freeze_encoder: the whole encoder frozen (method_labs).
-        encoder_lr: learning rate of unfrozen encoder parameters of an initialised encoder;
-            None = lr.
-        head_hidden: hidden widths of the MLP head (method and signal-only).
-    """
-
-    seed: int = 0
-    epochs: int = 6
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-3
-    freeze_blocks: int = 0
-    freeze_encoder: bool = False
-    encoder_lr: float | None = None
-    head_hidden: tuple[int, ...] = (128,)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "head_hidden", tuple(int(h) for h in self.head_hidden))
 
 
 @dataclass(frozen=True)
@@ -115,25 +112,15 @@ class SupervisedInputs:
 
 @dataclass(frozen=True)
 class SupervisedResult:
+    """What a stage measured; ``probe_val_auroc`` is the logistic probe of its embedding."""
+
     best_epoch: int
     best_val_auroc: float
     test_auroc: float
     history: list[dict[str, float]]
     resumed_at: int = 0  # epochs restored from a resume checkpoint
-
-
-def masked_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy averaged over observed entries; NaN targets contribute nothing.
-
-    Args:
-        logits: (B, K) pre-sigmoid outputs.
-        target: (B, K) with 0/1 and NaN where the target is missing.
-    """
-    observed = ~torch.isnan(target)  # (B, K)
-    safe = torch.where(observed, target, torch.zeros_like(target))
-    loss = F.binary_cross_entropy_with_logits(logits, safe, reduction="none")  # (B, K)
-    loss = torch.where(observed, loss, torch.zeros_like(loss))
-    return loss.sum() / observed.sum().clamp(min=1)
+    epochs_run: int = 0
+    probe_val_auroc: float = float("nan")
 
 
 def _forward(model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -219,6 +206,20 @@ def train_supervised(
         auroc, n_used = macro_auroc(targets["val"], predict_probs(m, val_loader, _forward, device))
         return {"val_auroc": auroc, "val_n_labels": float(n_used)}
 
+    def cache(part: str) -> np.ndarray:
+        return embed_crops(
+            model,
+            store,
+            ids[part],
+            train_cfg.crop_samples,
+            train_cfg.eval_crops,
+            batch_size=cfg.batch_size,
+            device=device,
+            tabular=tab[part],
+            forward=_embed,
+            desc=f"{kind} embed {part}",
+        )
+
     params = {kind: asdict(cfg), "model": dict(model_cfg), "train": asdict(train_cfg)}
     ckpt = None
     if checkpoint_dir is not None:
@@ -227,24 +228,64 @@ def train_supervised(
     with stage_run(
         tracking.tracking_uri, tracking.experiment, Path(tracking.results_dir), kind, params
     ) as run:
-        result = fit(
-            model,
-            optimizer,
-            train_loader,
-            step,
-            validate,
-            epochs=cfg.epochs,
-            monitor="val_auroc",
-            mode="max",
-            device=device,
-            checkpoint=ckpt,
-            run=run,
-            desc=kind,
-            on_epoch_end=on_epoch_end,
+        emb: dict[str, np.ndarray] = {}
+        if _head_only(model):  # frozen encoder: one encoder pass, then head epochs
+            emb = {p: cache(p) for p in ("train", "val")}
+            head_cfg = HeadFit(cfg.loop(), cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.seed)
+            result = fit_head(
+                model.head,
+                (emb["train"], targets["train"]),
+                (emb["val"], targets["val"]),
+                head_cfg,
+                device,
+                loss_fn=masked_bce,
+                checkpoint=ckpt,
+                run=run,
+                desc=kind,
+            )
+            if cfg.head_refit:  # the warm-start settings (higher rate) may still gain
+                refit_head(model, emb, targets, cfg.head_fit(True), device, result, run)
+        else:
+
+            def warm_start() -> None:
+                warm = {p: cache(p) for p in ("train", "val")}
+                fitted = fit_head(
+                    model.head,
+                    (warm["train"], targets["train"]),
+                    (warm["val"], targets["val"]),
+                    cfg.head_fit(),
+                    device,
+                    loss_fn=masked_bce,
+                    desc=f"{kind} head warm start",
+                )
+                run.log_metrics({"head_init_val_auroc": fitted.best_metric}, 0)
+
+            result = fit(
+                model,
+                optimizer,
+                train_loader,
+                step,
+                validate,
+                loop=cfg.loop(validate_start=cfg.head_init == "probe"),
+                monitor="val_auroc",
+                mode="max",
+                device=device,
+                checkpoint=ckpt,
+                run=run,
+                desc=kind,
+                on_epoch_end=on_epoch_end,
+                on_fresh_start=warm_start if cfg.head_init == "probe" else None,
+            )
+            emb = {p: cache(p) for p in ("train", "val")}  # the final, selected encoder
+            if cfg.head_refit:
+                refit_head(model, emb, targets, cfg.head_fit(True), device, result, run)
+        probe = logistic_probe(
+            emb["train"].mean(axis=1), targets["train"], emb["val"].mean(axis=1), targets["val"]
         )
         prob = predict_probs(model, loader("test", "eval", False), _forward, device)
         test_auroc, _ = macro_auroc(targets["test"], prob)
-        run.log_metrics({"test_auroc": test_auroc, "best_epoch": result.best_epoch}, cfg.epochs)
+        summary = training_summary(result, probe, test_auroc)
+        run.log_metrics(summary, result.epochs_run)
         meta = model_meta(
             spec,
             model,
@@ -254,7 +295,11 @@ def train_supervised(
             result.best_epoch,
             result.best_metric,
             model_cfg["tabular_encoder"],
+            preprocessing=training_preprocessing(
+                inputs.shard_index, train_cfg.crop_samples, train_cfg.eval_crops
+            ),
         )
+        meta["training"] = summary
         with atomic_path(model_dir) as tmp:
             tmp.mkdir()
             save_weights(tmp / "model.safetensors", model)
@@ -265,15 +310,30 @@ def train_supervised(
     if ckpt is not None:
         ckpt.clear()
     log.info(
-        "%s: best epoch %d, val macro AUROC %.4f, test macro AUROC %.4f",
-        kind,
+        "%s: best epoch %d of %d run, val macro AUROC %.4f (logistic probe of its frozen "
+        "embedding %.4f), test macro AUROC %.4f",
+        *(kind, result.best_epoch, result.epochs_run, result.best_metric),
+        *(probe["val_auroc"], test_auroc),
+    )
+    return SupervisedResult(
         result.best_epoch,
         result.best_metric,
         test_auroc,
+        result.history,
+        result.resumed_at,
+        result.epochs_run,
+        probe["val_auroc"],
     )
-    return SupervisedResult(
-        result.best_epoch, result.best_metric, test_auroc, result.history, result.resumed_at
-    )
+
+
+def _embed(model: nn.Module, batch: Batch) -> torch.Tensor:
+    assert isinstance(model, SupervisedModel)
+    return model.embed(batch)
+
+
+def _head_only(model: SupervisedModel) -> bool:
+    """True when only the head trains (frozen encoder, no tabular encoder)."""
+    return all(n.startswith("head.") for n, p in model.named_parameters() if p.requires_grad)
 
 
 def _tabular(

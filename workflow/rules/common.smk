@@ -85,6 +85,12 @@ P = {
     "table1_json": f"{R}/table1.json",
     "report": f"{R}/report.md",
     "plots": f"{R}/plots",
+    # the self-contained method_labs model (weights, ONNX, manifests, model card)
+    "export_dir": f"{R}/export/method_labs",
+    # probe: clinical knowledge in the frozen ECG encoders
+    "probe_md": f"{R}/probe.md",
+    "probe_csv": f"{R}/probe.csv",
+    "probe_plot": f"{R}/probe.png",
 }
 
 
@@ -132,6 +138,11 @@ def log(name):
     return f"{R}/logs/{name}.log"
 
 
+def bench_tsv(name):
+    """Per-job wall, CPU seconds and peak memory (Snakemake's benchmark table)."""
+    return f"{R}/benchmarks/{name}.tsv"
+
+
 def _check_sources():
     """Stop early, naming the config key, when a real-data source path is missing."""
     for key in ("mimic_iv", "mimic_iv_ed", "mimic_iv_ecg"):
@@ -140,12 +151,28 @@ def _check_sources():
                 f"config source.{key}: directory {SRC[key]!r} does not exist "
                 "(point it at the PhysioNet download, or set source.synthetic: true)"
             )
+    missing = [source_path(t) for t in TABLES if not Path(source_path(t)).is_file()]
+    if not SRC["synthetic"] and missing:
+        raise WorkflowError(
+            f"config source: {len(missing)} of {len(TABLES)} source tables not found, "
+            f"e.g. {missing[0]!r} (paths follow the PhysioNet layout, see docs/mimic_schema.md)"
+        )
     split_file = config["splits"]["file"]
     if split_file and not Path(split_file).is_file():
         raise WorkflowError(f"config splits.file: {split_file!r} does not exist")
 
 
+def _check_settings():
+    """Stop before the DAG is built on settings that contradict each other (no data needed)."""
+    from pipeline.config_checks import config_errors
+
+    errors = config_errors(config)
+    if errors:
+        raise WorkflowError("invalid config:\n  " + "\n  ".join(f"config {e}" for e in errors))
+
+
 _check_sources()
+_check_settings()
 
 
 def _sorted(value):

@@ -12,6 +12,8 @@ rule evaluate:
         per_label=P["per_label"],
     log:
         log("evaluate_{model}"),
+    benchmark:
+        bench_tsv("evaluate_{model}")
     wildcard_constraints:
         model="|".join(SUPERVISED),
     conda:
@@ -33,6 +35,9 @@ rule report:
         predictions=expand(P["predictions"], model=SUPERVISED),
         label_manifest=P["label_manifest"],
         lab_target_manifest=P["lab_target_manifest"],
+        probe_md=P["probe_md"],
+        probe_csv=P["probe_csv"],
+        probe_plot=P["probe_plot"],
     output:
         table1_md=P["table1_md"],
         table1_csv=P["table1_csv"],
@@ -50,5 +55,6 @@ rule report:
     params:
         models=list(SUPERVISED),
         evaluate=section("evaluate"),
+        explain=section("explain"),
     script:
         "../scripts/report.py"

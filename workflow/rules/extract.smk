@@ -11,6 +11,8 @@ rule convert:
         P["parquet"],
     log:
         log("convert_{table}"),
+    benchmark:
+        bench_tsv("convert_{table}")
     wildcard_constraints:
         table="|".join(TABLES),
     conda:
@@ -33,6 +35,8 @@ rule extract_cohort:
         dropped=P["cohort_dropped"],
     log:
         log("extract_cohort"),
+    benchmark:
+        bench_tsv("extract_cohort")
     conda:
         "../envs/pipeline.yaml"
     threads: 2
@@ -54,6 +58,8 @@ rule extract_features:
         manifest=P["feature_manifest"],
     log:
         log("extract_features"),
+    benchmark:
+        bench_tsv("extract_features")
     conda:
         "../envs/pipeline.yaml"
     threads: 4
@@ -75,6 +81,8 @@ rule extract_labels:
         manifest=P["label_manifest"],
     log:
         log("extract_labels"),
+    benchmark:
+        bench_tsv("extract_labels")
     conda:
         "../envs/pipeline.yaml"
     threads: 2
@@ -96,6 +104,8 @@ rule extract_lab_targets:
         manifest=P["lab_target_manifest"],
     log:
         log("extract_lab_targets"),
+    benchmark:
+        bench_tsv("extract_lab_targets")
     conda:
         "../envs/pipeline.yaml"
     threads: 4

@@ -16,6 +16,8 @@ rule pretrain:
         directory(P["pretrain_dir"]),
     log:
         log("pretrain"),
+    benchmark:
+        bench_tsv("pretrain")
     conda:
         "../envs/pipeline.yaml"
     threads: 8  # capped at --cores locally; profiles set it per cluster

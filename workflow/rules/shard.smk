@@ -11,6 +11,8 @@ rule shard_ecg:
         directory(P["shard_group"]),
     log:
         log("shard_ecg_{group}"),
+    benchmark:
+        bench_tsv("shard_ecg_{group}")
     wildcard_constraints:
         group=r"\d+",
     conda:
@@ -35,6 +37,8 @@ rule merge_shards:
         quarantine=P["quarantine"],
     log:
         log("merge_shards"),
+    benchmark:
+        bench_tsv("merge_shards")
     conda:
         "../envs/pipeline.yaml"
     resources:

@@ -11,6 +11,8 @@ rule make_splits:
         P["folds"],
     log:
         log("make_splits"),
+    benchmark:
+        bench_tsv("make_splits")
     conda:
         "../envs/pipeline.yaml"
     resources:

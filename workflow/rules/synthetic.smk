@@ -13,6 +13,8 @@ if config["source"]["synthetic"]:
             done=P["synthetic_done"],
         log:
             log("synthesize_cohort"),
+        benchmark:
+            bench_tsv("synthesize_cohort")
         conda:
             "../envs/pipeline.yaml"
         threads: 1

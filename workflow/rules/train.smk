@@ -19,6 +19,8 @@ rule finetune_diagnoses:
         predictions=P["predictions"].format(model="method_diagnoses"),
     log:
         log("finetune_diagnoses"),
+    benchmark:
+        bench_tsv("finetune_diagnoses")
     conda:
         "../envs/pipeline.yaml"
     threads: 8  # capped at --cores locally; profiles set it per cluster
@@ -52,6 +54,8 @@ rule finetune_labs:
         predictions=P["predictions"].format(model="method_labs"),
     log:
         log("finetune_labs"),
+    benchmark:
+        bench_tsv("finetune_labs")
     conda:
         "../envs/pipeline.yaml"
     threads: 8  # capped at --cores locally; profiles set it per cluster
@@ -83,6 +87,8 @@ rule baseline_signal_only:
         predictions=P["predictions"].format(model="signal_only"),
     log:
         log("baseline_signal_only"),
+    benchmark:
+        bench_tsv("baseline_signal_only")
     conda:
         "../envs/pipeline.yaml"
     threads: 8  # capped at --cores locally; profiles set it per cluster
@@ -116,6 +122,8 @@ rule baseline_multimodal_classification:
         predictions=P["predictions"].format(model="multimodal_classification"),
     log:
         log("baseline_multimodal_classification"),
+    benchmark:
+        bench_tsv("baseline_multimodal_classification")
     conda:
         "../envs/pipeline.yaml"
     threads: 8  # capped at --cores locally; profiles set it per cluster
@@ -149,6 +157,8 @@ rule baseline_multimodal_labs:
         predictions=P["predictions"].format(model="multimodal_labs"),
     log:
         log("baseline_multimodal_labs"),
+    benchmark:
+        bench_tsv("baseline_multimodal_labs")
     conda:
         "../envs/pipeline.yaml"
     threads: 8  # capped at --cores locally; profiles set it per cluster

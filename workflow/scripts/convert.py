@@ -12,4 +12,6 @@ convert_table(
     Path(snakemake.input[0]),
     Path(snakemake.output[0]),
     batch_rows=cfg.batch_rows,
+    projection=cfg.projection,
+    threads=snakemake.threads,
 )

@@ -3,13 +3,15 @@
 from pathlib import Path
 
 from pipeline.evaluation.evaluate import EvalConfig
-from pipeline.evaluation.report import ReportOutputs, build_report
+from pipeline.evaluation.explain import ExplainConfig
+from pipeline.evaluation.report import ProbeFiles, ReportOutputs, build_report
 from pipeline.logs import setup_logging
 from pipeline.tracking import TrackingConfig
 
 setup_logging(snakemake.log[0])
 models = snakemake.params.models
-out = snakemake.output
+out, inp = snakemake.output, snakemake.input
+explain = snakemake.params.explain
 build_report(
     evaluations=dict(zip(models, map(Path, snakemake.input.evaluations), strict=True)),
     predictions=dict(zip(models, map(Path, snakemake.input.predictions), strict=True)),
@@ -23,5 +25,7 @@ build_report(
         plots_dir=Path(out.plots),
     ),
     cfg=EvalConfig(**snakemake.params.evaluate),
+    explain=ExplainConfig(**{**explain, "diagnoses": tuple(explain["diagnoses"])}),
+    probe=ProbeFiles(Path(inp.probe_md), Path(inp.probe_csv), Path(inp.probe_plot)),
     tracking=TrackingConfig(**snakemake.config["mlflow"], results_dir=snakemake.config["results"]),
 )

@@ -1,0 +1,102 @@
+"""The ECG preprocessing a model was trained with, recorded once and read back at inference.
+
+The shard stage writes its settings (rate, length, lead order, clip, storage type) into the
+``index.parquet`` file metadata (key ``ecg_explain.preprocessing``); the supervised stages
+add the crop settings and store the result as ``model.json["preprocessing"]``; inference
+(:mod:`pipeline.infer`) reads it from there, so it cannot drift from training.
+
+Resampling (documented here because inference must repeat it): every record is clipped to
++-``clip_mv`` and resampled from its own whole rate to ``fs`` with the polyphase filter of
+``scipy.signal.resample_poly`` (up/down = the reduced ratio; Kaiser-window FIR, beta 5,
+10 zero crossings per side, cutoff 1/max(up, down) of Nyquist), then stored as float16.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from pipeline.schema import LEADS
+
+METADATA_KEY = "ecg_explain.preprocessing"
+RESAMPLING = "scipy.signal.resample_poly: Kaiser FIR (beta 5), 10 zero crossings per side"
+IMPUTATION = (
+    "NaN samples linearly interpolated per lead (edges: nearest); all-NaN or flat leads refused"
+)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What turns a raw WFDB record into a model input.
+
+    Attributes:
+        fs: model sampling rate (Hz) after resampling.
+        n_samples: samples per lead after resampling (10 s at ``fs``).
+        source_fs, source_samples: nominal record rate and length (the duration).
+        leads: lead order of the model's input channels.
+        clip_mv: amplitudes clipped to +- this before resampling.
+        dtype: storage type the training shards used (inference rounds to it too).
+        crop_samples: crop length the encoder saw.
+        eval_crops: centred non-overlapping crops whose sigmoid outputs are averaged.
+        resampling, imputation: how resampling and NaN handling were done (text).
+    """
+
+    fs: int
+    n_samples: int
+    source_fs: int
+    source_samples: int
+    leads: tuple[str, ...] = LEADS
+    clip_mv: float = 3.0
+    dtype: str = "float16"
+    crop_samples: int | None = None
+    eval_crops: int | None = None
+    resampling: str = RESAMPLING
+    imputation: str = IMPUTATION
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (``leads`` as a list)."""
+        return {**asdict(self), "leads": list(self.leads)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "preprocessing") -> Preprocessing:
+        """Rebuild from :meth:`to_dict`; ValueError naming a missing or unknown key."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown}")
+        for key in ("fs", "n_samples", "source_fs", "source_samples"):
+            if d.get(key) is None:
+                raise ValueError(f"{where}: {key!r} missing")
+        return cls(**{**d, "leads": tuple(d.get("leads", LEADS))})
+
+    def with_crops(self, crop_samples: int, eval_crops: int) -> Preprocessing:
+        """The shard settings plus the training crop settings."""
+        return Preprocessing(
+            **{**asdict(self), "crop_samples": crop_samples, "eval_crops": eval_crops}
+        )
+
+
+def index_metadata(prep: Preprocessing) -> dict[bytes, bytes]:
+    """Parquet key-value metadata carrying ``prep``."""
+    return {METADATA_KEY.encode(): json.dumps(prep.to_dict()).encode()}
+
+
+def read_index_preprocessing(index: str | Path) -> Preprocessing | None:
+    """The preprocessing recorded in a shard ``index.parquet`` (None: not recorded)."""
+    meta = pq.read_schema(index).metadata or {}
+    raw = meta.get(METADATA_KEY.encode())
+    if raw is None:
+        return None
+    return Preprocessing.from_dict(json.loads(raw), f"{index} metadata")
+
+
+def training_preprocessing(
+    shard_index: str | Path, crop_samples: int, eval_crops: int
+) -> dict[str, Any] | None:
+    """``model.json["preprocessing"]``: the shard settings plus the crops (None: unknown)."""
+    prep = read_index_preprocessing(shard_index)
+    return None if prep is None else prep.with_crops(crop_samples, eval_crops).to_dict()

@@ -1,0 +1,169 @@
+"""Batch scoring: many records -> one table of diagnosis and lab probabilities.
+
+Records are read and preprocessed in batches (:mod:`pipeline.infer.records`) and scored
+by a torch or ONNX scorer (:mod:`pipeline.infer.bundle`). The output (parquet, or CSV by
+suffix) has one row per record in input order: ``record`` (the user's key), ``error``
+(the reason a record could not be read, else null), ``dx_<code>`` and ``lab_<target>``
+probabilities and, with ``embedding``, ``emb_<i>`` (the crop-averaged encoder output).
+
+Resumable: the list is cut into fixed chunks of ``chunk_records``; each finished chunk is
+written atomically to ``.<out>.parts/part_<k>.parquet`` (the done list), so a killed run
+re-started with the same arguments scores only the missing chunks. A fingerprint of the
+record keys, the model file and the settings guards the parts: any change starts afresh.
+The parts are merged into ``out`` (atomically) and removed at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from pipeline.infer.bundle import Bundle, Scorer
+from pipeline.infer.records import RecordRef, load_batch
+from pipeline.io import atomic_path, write_text_atomic
+from pipeline.logs import progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """Batch scoring settings.
+
+    Attributes:
+        batch_size: records per model call.
+        chunk_records: records per resumable part file.
+        embedding: add the ``emb_<i>`` columns.
+    """
+
+    batch_size: int = 64
+    chunk_records: int = 4096
+    embedding: bool = False
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "chunk_records"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
+class PredictSummary:
+    """What a run did (counts only)."""
+
+    n_records: int
+    n_scored: int
+    n_failed: int
+    n_chunks_resumed: int
+    out: Path
+
+
+def columns(bundle: Bundle, n_embed: int = 0) -> list[str]:
+    """Probability (and embedding) column names, in output order."""
+    return (
+        [f"dx_{c}" for c in bundle.diagnoses]
+        + [f"lab_{t}" for t in bundle.labs]
+        + [f"emb_{i}" for i in range(n_embed)]
+    )
+
+
+def embedding_size(bundle: Bundle) -> int:
+    """Width of the embedding output (the encoder's ``d_model``)."""
+    return int(bundle.meta["ecg_encoder"]["d_model"])
+
+
+def score_chunk(
+    refs: Sequence[RecordRef], bundle: Bundle, scorer: Scorer, cfg: PredictConfig
+) -> pl.DataFrame:
+    """One chunk's rows: every record of ``refs``, unreadable ones with their reason."""
+    n_emb = embedding_size(bundle) if cfg.embedding else 0
+    names = columns(bundle, n_emb)
+    values = np.full((len(refs), len(names)), np.nan, np.float32)
+    errors: list[str | None] = [None] * len(refs)
+    for start in range(0, len(refs), cfg.batch_size):
+        batch = refs[start : start + cfg.batch_size]
+        loaded = load_batch(batch, bundle.prep)
+        for i, reason in loaded.errors.items():
+            errors[start + i] = reason
+        if loaded.ok:
+            out = scorer(loaded.x)
+            keep = [out["diagnoses"], out["labs"]] + ([out["embedding"]] if n_emb else [])
+            values[[start + i for i in loaded.ok]] = np.concatenate(keep, axis=1)
+    keys = pl.DataFrame(
+        {"record": [r.key for r in refs], "error": errors},
+        schema={"record": pl.Utf8, "error": pl.Utf8},
+    )
+    return keys.hstack(pl.DataFrame(values, schema=names, orient="row").get_columns())
+
+
+def _fingerprint(refs: Sequence[RecordRef], bundle: Bundle, cfg: PredictConfig) -> str:
+    h = hashlib.sha256()
+    for r in refs:
+        h.update(r.key.encode() + b"\0")
+    h.update((bundle.model_dir / "model.json").read_bytes())
+    h.update(json.dumps([cfg.chunk_records, cfg.embedding]).encode())
+    return h.hexdigest()
+
+
+def _parts_dir(out: Path, fingerprint: str) -> Path:
+    """The part-file folder for ``out``; emptied when it belongs to another run."""
+    parts = out.with_name(f".{out.name}.parts")
+    stamp = parts / "fingerprint"
+    if parts.is_dir() and (not stamp.is_file() or stamp.read_text() != fingerprint):
+        log.info("%s: parts of a different run (records, model or settings) removed", parts)
+        shutil.rmtree(parts)
+    if not parts.is_dir():
+        parts.mkdir(parents=True)
+        write_text_atomic(stamp, fingerprint)
+    return parts
+
+
+def _write(frame: pl.DataFrame, out: Path) -> None:
+    with atomic_path(out, suffix=out.suffix) as tmp:
+        if out.suffix.lower() == ".csv":
+            frame.write_csv(tmp)
+        else:
+            frame.write_parquet(tmp)
+
+
+def predict_records(
+    refs: Sequence[RecordRef],
+    bundle: Bundle,
+    scorer: Scorer,
+    out: Path,
+    cfg: PredictConfig = PredictConfig(),
+) -> PredictSummary:
+    """Score ``refs`` into ``out`` (.parquet or .csv), resuming from finished chunks.
+
+    Raises:
+        ValueError: ``out`` is neither .parquet nor .csv.
+    """
+    out = Path(out)
+    if out.suffix.lower() not in (".parquet", ".csv"):
+        raise ValueError(f"{out}: output must end in .parquet or .csv")
+    parts = _parts_dir(out, _fingerprint(refs, bundle, cfg))
+    chunks = [refs[i : i + cfg.chunk_records] for i in range(0, len(refs), cfg.chunk_records)]
+    todo = [k for k in range(len(chunks)) if not (parts / f"part_{k:06d}.parquet").is_file()]
+    resumed = len(chunks) - len(todo)
+    if resumed:
+        log.info("resuming: %d of %d chunk(s) already scored", resumed, len(chunks))
+    flat = (ref for k in todo for ref in chunks[k])
+    bar = progress(flat, desc="predict", total=sum(len(chunks[k]) for k in todo), unit="rec")
+    for k in todo:  # the bar pulls records as the chunks consume them
+        frame = score_chunk(list(islice(bar, len(chunks[k]))), bundle, scorer, cfg)
+        with atomic_path(parts / f"part_{k:06d}.parquet", suffix=".parquet") as tmp:
+            frame.write_parquet(tmp)
+    frames = [pl.read_parquet(parts / f"part_{k:06d}.parquet") for k in range(len(chunks))]
+    table = pl.concat(frames) if frames else score_chunk([], bundle, scorer, cfg)  # empty list
+    _write(table, out)
+    shutil.rmtree(parts)
+    n_failed = int(table["error"].is_not_null().sum())
+    return PredictSummary(len(refs), len(refs) - n_failed, n_failed, resumed, out)

@@ -1,0 +1,75 @@
+"""The config section of a supervised stage (``finetune_*``, ``baselines``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.train.engine import LoopConfig
+from pipeline.train.head_init import HeadFit
+
+HEAD_BATCH = 256  # cached (record, crop) embeddings per step of a head fit
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One of the ``finetune_diagnoses`` / ``finetune_labs`` / ``baselines`` sections.
+
+    Attributes:
+        seed, batch_size, lr, weight_decay: AdamW training.
+        epochs: the epoch cap; patience: early stop after this many epochs without a
+            better validation macro AUROC (0: train to the cap).
+        schedule, warmup_epochs: per-step learning-rate schedule (cosine, onecycle or
+            constant) after a linear warm-up of this many epochs.
+        freeze_blocks: first k encoder blocks frozen with the input projection (method).
+        freeze_encoder: the whole encoder frozen (method_labs): the head then trains on
+            cached embeddings.
+        encoder_lr: learning rate of unfrozen encoder parameters of an initialised encoder;
+            None = lr.
+        head_hidden: hidden widths of the MLP head (method and signal-only).
+        head_norm: standardise the head's input embedding (batch statistics, see
+            :mod:`pipeline.train.heads`).
+        head_init: "probe" fits the new head on the starting encoder's frozen embeddings
+            before end-to-end training (linear probe, then fine-tune); "random" does not.
+        head_init_epochs, head_init_lr, head_init_patience: that fit (cached embeddings,
+            batches of ``HEAD_BATCH`` crops).
+        head_refit: after end-to-end training, continue training the head alone on the
+            final encoder's cached embeddings with the same settings; kept only if its
+            validation macro AUROC beats the trained head's.
+    """
+
+    seed: int = 0
+    epochs: int = 6
+    patience: int = 0
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+    freeze_blocks: int = 0
+    freeze_encoder: bool = False
+    encoder_lr: float | None = None
+    head_hidden: tuple[int, ...] = (128,)
+    head_norm: bool = True
+    head_init: str = "random"
+    head_init_epochs: int = 100
+    head_init_lr: float = 1e-3
+    head_init_patience: int = 10
+    head_refit: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "head_hidden", tuple(int(h) for h in self.head_hidden))
+        if self.head_init not in ("probe", "random"):
+            raise ValueError(f"head_init must be 'probe' or 'random', got {self.head_init!r}")
+
+    def loop(self, validate_start: bool = False) -> LoopConfig:
+        """The stage's own loop (end-to-end training, or the head of a frozen encoder)."""
+        return LoopConfig(
+            self.epochs, self.schedule, self.warmup_epochs, self.patience, validate_start
+        )
+
+    def head_fit(self, validate_start: bool = False) -> HeadFit:
+        """The head warm start / refit on cached embeddings."""
+        loop = LoopConfig(
+            self.head_init_epochs, patience=self.head_init_patience, validate_start=validate_start
+        )
+        return HeadFit(loop, self.head_init_lr, self.weight_decay, HEAD_BATCH, self.seed)

@@ -1,0 +1,65 @@
+# Helpers of probe.smk and study.smk (functions only, so each rule file holds rules only).
+
+
+def probe_ground_truth():
+    """[the latent parquet] when probe.ground_truth applies, else []."""
+    wanted = config["probe"]["ground_truth"]
+    if wanted is True and not SRC["synthetic"]:
+        raise WorkflowError(
+            "config probe.ground_truth: true needs source.synthetic: true "
+            "(only the synthetic cohort has a ground truth); use auto or false"
+        )
+    applies = wanted is True or (wanted == "auto" and SRC["synthetic"])
+    return [P["ground_truth"]] if applies else []
+
+
+# The study (study.smk): per-seed twins of the training and evaluation outputs.
+STUDY = f"{R}/study"
+SEEDS = config["study"]["seeds"]
+SEEDED = ("models", "predictions", "evaluation", "checkpoints", "logs", "benchmarks")
+STAGE_SECTIONS = {
+    "pretrain": "pretrain",
+    "finetune_diagnoses": "finetune_diagnoses",
+    "finetune_labs": "finetune_labs",
+    "baseline_signal_only": "baselines",
+    "baseline_multimodal_classification": "baselines",
+    "baseline_multimodal_labs": "baselines",
+}
+
+
+def seeded(path):
+    """The per-seed twin of a results path (results/<sub>/... for sub in SEEDED), else itself."""
+    for sub in SEEDED:
+        prefix = f"{R}/{sub}/"
+        if str(path).startswith(prefix):
+            return f"{STUDY}/seed{{seed}}/{sub}/{str(path)[len(prefix):]}"
+    return str(path)
+
+
+def seeded_inputs(rule_name):
+    """A rule's named inputs, per-seed ones moved under the seed's directory."""
+    return {name: seeded(path) for name, path in getattr(rules, rule_name).input.items()}
+
+
+def seeded_benchmark(rule_name):
+    """The per-seed twin of a rule's benchmark file (None, i.e. unchanged, when it has none)."""
+    bench = getattr(rules, rule_name).rule.benchmark
+    return None if bench is None else seeded(bench)
+
+
+def seeded_section(rule_name):
+    """The stage's config section with its seed replaced by the study seed."""
+    name = STAGE_SECTIONS[rule_name]
+    return lambda wildcards: {**section(name), "seed": int(wildcards.seed)}
+
+
+def seeded_checkpoints(model):
+    return lambda wildcards: f"{STUDY}/seed{wildcards.seed}/checkpoints/{model}"
+
+
+def study_model(model):
+    return seeded(P["model_dir"].format(model=model))
+
+
+def study_predictions(model):
+    return seeded(P["predictions"].format(model=model))

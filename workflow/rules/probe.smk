@@ -1,0 +1,39 @@
+# Linear probes of clinical knowledge in the frozen ECG encoders (pipeline.evaluation.probe):
+# untrained, stage 1, signal-only and the method's stage 2, side by side. The synthetic
+# ground truth is read here only, and only when probe.ground_truth asks for it.
+
+
+rule probe:
+    input:
+        shard_index=P["shard_index"],
+        train_ids=ids("train"),
+        val_ids=ids("val"),
+        test_ids=ids("test"),
+        features=P["features"],
+        lab_targets=P["lab_targets"],
+        lab_targets_selected=P["lab_targets_selected"],
+        lab_target_manifest=P["lab_target_manifest"],
+        ground_truth=probe_ground_truth(),
+        pretrain=P["pretrain_dir"],
+        signal_only=P["model_dir"].format(model="signal_only"),
+        method_diagnoses=P["model_dir"].format(model="method_diagnoses"),
+    output:
+        md=P["probe_md"],
+        csv=P["probe_csv"],
+        plot=P["probe_plot"],
+    log:
+        log("probe"),
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 8  # capped at --cores locally
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=0,
+    params:
+        probe=section("probe"),
+        model=section("model"),
+        train=section("train"),
+        bootstrap=lambda wildcards: {k: config["evaluate"][k] for k in ("n_bootstrap", "seed")},
+    script:
+        "../scripts/probe.py"

@@ -1,0 +1,149 @@
+# `snakemake study`: every training stage (pretrain and the five supervised models) and
+# their evaluation, repeated for each seed in study.seeds, then one Table 1 over the seeds
+# (results/study/table1.md: per-seed values, mean +- sd, pooled paired differences, gap
+# bridged, and the test-fold size an effect of the paper's size needs). Not part of `all`.
+#
+# Each study rule is the pipeline's own rule (`use rule ... with:`), so the study trains
+# exactly what the default run trains. Only the per-seed subtrees (SEEDED) move under
+# results/study/seed{seed}/; extraction, shards and splits are the default run's files, so
+# the study never re-runs them, and a seed's stages get every stage seed set to {seed}
+# (study seed 0 is the default run again, trained a second time).
+#
+# Ablations (lambda, E, freezing, objectives) become config lists on the same target: add
+# e.g. `study.variants: {lambd_0.05: {pretrain: {lambd: 0.05}}}`, put a {variant} level in
+# front of seed{seed} in seeded() (common_study.smk), and merge the variant's overrides in seeded_section();
+# study_table1 then gets one table per variant, all against the same test records.
+
+
+wildcard_constraints:
+    seed=r"\d+",
+
+
+use rule pretrain as study_pretrain with:
+    input:
+        **seeded_inputs("pretrain"),
+    output:
+        directory(seeded(P["pretrain_dir"])),
+    log:
+        seeded(log("pretrain")),
+    benchmark:
+        seeded_benchmark("pretrain")
+    params:
+        pretrain=seeded_section("pretrain"),
+        checkpoint_dir=seeded_checkpoints("pretrain"),
+
+
+use rule finetune_diagnoses as study_finetune_diagnoses with:
+    input:
+        **seeded_inputs("finetune_diagnoses"),
+    output:
+        model_dir=directory(study_model("method_diagnoses")),
+        predictions=study_predictions("method_diagnoses"),
+    log:
+        seeded(log("finetune_diagnoses")),
+    benchmark:
+        seeded_benchmark("finetune_diagnoses")
+    params:
+        stage=seeded_section("finetune_diagnoses"),
+        checkpoint_dir=seeded_checkpoints("method_diagnoses"),
+
+
+use rule finetune_labs as study_finetune_labs with:
+    input:
+        **seeded_inputs("finetune_labs"),
+    output:
+        model_dir=directory(study_model("method_labs")),
+        predictions=study_predictions("method_labs"),
+    log:
+        seeded(log("finetune_labs")),
+    benchmark:
+        seeded_benchmark("finetune_labs")
+    params:
+        stage=seeded_section("finetune_labs"),
+        checkpoint_dir=seeded_checkpoints("method_labs"),
+
+
+use rule baseline_signal_only as study_baseline_signal_only with:
+    input:
+        **seeded_inputs("baseline_signal_only"),
+    output:
+        model_dir=directory(study_model("signal_only")),
+        predictions=study_predictions("signal_only"),
+    log:
+        seeded(log("baseline_signal_only")),
+    benchmark:
+        seeded_benchmark("baseline_signal_only")
+    params:
+        stage=seeded_section("baseline_signal_only"),
+        checkpoint_dir=seeded_checkpoints("signal_only"),
+
+
+use rule baseline_multimodal_classification as study_baseline_multimodal_classification with:
+    input:
+        **seeded_inputs("baseline_multimodal_classification"),
+    output:
+        model_dir=directory(study_model("multimodal_classification")),
+        predictions=study_predictions("multimodal_classification"),
+    log:
+        seeded(log("baseline_multimodal_classification")),
+    benchmark:
+        seeded_benchmark("baseline_multimodal_classification")
+    params:
+        stage=seeded_section("baseline_multimodal_classification"),
+        checkpoint_dir=seeded_checkpoints("multimodal_classification"),
+
+
+use rule baseline_multimodal_labs as study_baseline_multimodal_labs with:
+    input:
+        **seeded_inputs("baseline_multimodal_labs"),
+    output:
+        model_dir=directory(study_model("multimodal_labs")),
+        predictions=study_predictions("multimodal_labs"),
+    log:
+        seeded(log("baseline_multimodal_labs")),
+    benchmark:
+        seeded_benchmark("baseline_multimodal_labs")
+    params:
+        stage=seeded_section("baseline_multimodal_labs"),
+        checkpoint_dir=seeded_checkpoints("multimodal_labs"),
+
+
+use rule evaluate as study_evaluate with:
+    input:
+        **seeded_inputs("evaluate"),
+    output:
+        summary=seeded(P["evaluation"]),
+        per_label=seeded(P["per_label"]),
+    log:
+        seeded(log("evaluate_{model}")),
+    benchmark:
+        seeded_benchmark("evaluate")
+
+
+rule study_table1:
+    input:
+        evaluations=expand(seeded(P["evaluation"]), seed=SEEDS, model=SUPERVISED),
+        predictions=expand(seeded(P["predictions"]), seed=SEEDS, model=SUPERVISED),
+    output:
+        md=f"{STUDY}/table1.md",
+        csv=f"{STUDY}/table1.csv",
+        json=f"{STUDY}/table1.json",
+    log:
+        log("study_table1"),
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        seeds=SEEDS,
+        models=list(SUPERVISED),
+        evaluate=section("evaluate"),
+    script:
+        "../scripts/study_table1.py"
+
+
+rule study:
+    input:
+        rules.study_table1.output,
