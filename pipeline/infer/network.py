@@ -88,6 +88,10 @@ class FixedKernelS4(nn.Module):
         y = y @ self.inv + self.d * u  # (B, H, L)
         return self.output_linear(self.activation(y))
 
+    def forward_lh(self, u: Tensor) -> Tensor:
+        """(B, L, H) -> (B, L, H): the layout the encoder passes between blocks (as S4Layer)."""
+        return self.forward(u.transpose(1, 2)).transpose(1, 2)
+
 
 def frozen_copy(model: SupervisedModel, length: int) -> SupervisedModel:
     """A copy of ``model`` (eval mode) whose S4 layers use stored kernels of ``length``."""
