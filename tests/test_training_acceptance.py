@@ -13,13 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-MODELS = (
-    "method_diagnoses",
-    "method_labs",
-    "signal_only",
-    "multimodal_classification",
-    "multimodal_labs",
-)
+from pipeline.evaluation.table1 import MODELS
 
 
 @pytest.mark.parametrize("model", MODELS)
