@@ -18,6 +18,10 @@ min_version("8.0")
 configfile: "config.yaml"
 
 
+# `snakemake --report report.html`: captions and categories are set on the rules' outputs.
+report: "workflow/report/workflow.rst"
+
+
 # `--config key='{a: false}'` delivers nested values as strings: parse those the schema types.
 coerce_cli_strings(config, yaml.safe_load(Path(workflow.basedir, CONFIG_SCHEMA).read_text()))
 validate(config, CONFIG_SCHEMA)

@@ -35,6 +35,7 @@ import json
 import resource
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +87,11 @@ def _cell(res: dict[str, Any], base: dict[str, Any] | None) -> str:
     return f"{text:>28}"
 
 
-def backend_section(what: str, base: dict[str, Any], args: argparse.Namespace) -> list[dict]:
-    """Kernel or train step per backend, ratios vs naive."""
-    rows = []
+Sink = Callable[[list[dict]], None]
+
+
+def backend_section(what: str, base: dict[str, Any], args: argparse.Namespace, add: Sink) -> None:
+    """Kernel or train step per backend, ratios vs naive; each row goes to ``add`` when done."""
     print(f"{'N':>3} {'L':>5} {'batch':>5} " + "".join(f"{b:>28}" for b in args.backends))
     for n in args.states:
         for length, batch in zip(args.lengths, args.batches, strict=True):
@@ -103,11 +106,12 @@ def backend_section(what: str, base: dict[str, Any], args: argparse.Namespace) -
             ref = results.get("naive")
             cells = "".join(_cell(results[b], None if b == "naive" else ref) for b in args.backends)
             print(f"{n:>3} {length:>5} {'/'.join(dict.fromkeys(batches)):>5} {cells}", flush=True)
-            rows += [
-                {"section": what, "N": n, "L": length, "backend": b, **r}
-                for b, r in results.items()
-            ]
-    return rows
+            add(
+                [
+                    {"section": what, "N": n, "L": length, "backend": b, **r}
+                    for b, r in results.items()
+                ]
+            )
 
 
 def _fmt_pair(res: dict[str, Any], mem: dict[str, dict[str, Any]] | None) -> str:
@@ -123,9 +127,8 @@ def _fmt_pair(res: dict[str, Any], mem: dict[str, dict[str, Any]] | None) -> str
     return text
 
 
-def pair_section(what: str, base: dict[str, Any], args: argparse.Namespace) -> list[dict]:
+def pair_section(what: str, base: dict[str, Any], args: argparse.Namespace, add: Sink) -> None:
     """Before vs after, interleaved in one worker; memory per variant for train steps."""
-    rows = []
     head = (
         f"{'N':>3} {'L':>5} {'batch':>5} {'before':>10} {'after':>10} {'ratio':>8} {'(range)':>12}"
     )
@@ -147,8 +150,7 @@ def pair_section(what: str, base: dict[str, Any], args: argparse.Namespace) -> l
         for variant, table in res.pop("profile", {}).items():
             print(f"   top {args.profile} ops by self CPU, {variant} (L {length}):")
             print("\n".join(f"     {line}" for line in table))
-        rows.append({"section": what, "L": length, **res, "mem": mem})
-    return rows
+        add([{"section": what, "L": length, **res, "mem": mem}])
 
 
 def main() -> None:
@@ -176,7 +178,9 @@ def main() -> None:
     parser.add_argument("--mem-limit-gb", type=float, default=8.0)
     parser.add_argument("--timeout", type=int, default=900, help="seconds per configuration")
     parser.add_argument("--skip-train", action="store_true", help="drop the train section")
-    parser.add_argument("--json", type=Path, help="also write every result to this file")
+    parser.add_argument(
+        "--json", type=Path, help="also write every result to this file (after each row)"
+    )
     args = parser.parse_args()
     if args.worker:
         print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
@@ -217,14 +221,19 @@ def main() -> None:
         "eval": "single-record eval latency (batch 1, no_grad), before vs after, interleaved",
     }
     rows: list[dict] = []
+
+    def add(new: list[dict]) -> None:
+        """Keep rows; rewrite --json each time, so a run killed by a timeout keeps its rows."""
+        rows.extend(new)
+        if args.json:
+            args.json.write_text(json.dumps({"config": base, "rows": rows}, indent=1) + "\n")
+
     for section in args.sections:
         print(f"\n== {titles[section]}")
         if section in ("kernel", "train"):
-            rows += backend_section(section, base, args)
+            backend_section(section, base, args, add)
         else:
-            rows += pair_section(section, base, args)
-    if args.json:
-        args.json.write_text(json.dumps({"config": base, "rows": rows}, indent=1) + "\n")
+            pair_section(section, base, args, add)
 
 
 if __name__ == "__main__":

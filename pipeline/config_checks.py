@@ -140,6 +140,12 @@ def config_errors(config: Mapping[str, Any]) -> list[str]:
     if any(b >= a for b, a in itertools.pairwise(bins)):
         errors.append(f"splits.age_bins: edges must increase strictly, got {bins}")
     errors += _crop_errors(config)
+    clip = config["pretrain"]["clip"]
+    if 1.0 / clip["temperature"] > clip["max_scale"]:
+        errors.append(
+            f"pretrain.clip.temperature: {clip['temperature']} gives a logit scale above "
+            f"pretrain.clip.max_scale={clip['max_scale']}"
+        )
     n_layers = config["model"]["ecg_encoder"]["n_layers"]
     frozen = config["finetune_diagnoses"]["freeze_blocks"]
     if frozen > n_layers:

@@ -53,12 +53,13 @@ class TrackingConfig:
     Built as ``TrackingConfig(**config["mlflow"], results_dir=config["results"])``.
 
     Attributes:
-        tracking_uri: MLflow tracking URI; ``""`` disables tracking.
+        tracking_uri: MLflow tracking URI; ``""`` disables tracking. Default: the schema's
+            (a sqlite file in the default results directory).
         experiment: Experiment name.
-        results_dir: The pipeline's results directory.
+        results_dir: The pipeline's results directory (config key ``results``).
     """
 
-    tracking_uri: str = ""
+    tracking_uri: str = "sqlite:///results/mlflow.db"
     experiment: str = "ecg-explain"
     results_dir: str = "results"
 

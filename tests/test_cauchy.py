@@ -1,8 +1,11 @@
 """Cauchy / Vandermonde backends against a literal float64 evaluation, plus gradients.
 
-The keops backend runs on CPU here: the first run compiles a few C++ kernels (about 5-10 s
-each, cached under ~/.cache/keops*). Shapes and dtypes (K = 6 Cauchy numerators, K = 2
-Vandermonde coefficients, float64) match tests/test_s4.py so the compiled kernels are shared.
+Every test runs on the device of the ``device`` fixture (tests/conftest.py): CPU by default,
+``S4_TEST_DEVICE=cuda`` for a GPU (bench/gpu_check.sh); the literal reference sums run on the
+CPU in float64 and the results are compared there. The keops backend runs on either device: on
+CPU the first run compiles a few C++ kernels (about 5-10 s each), on CUDA a few GPU kernels, all
+cached under ~/.cache/keops*. Shapes and dtypes (K = 6 Cauchy numerators, K = 2 Vandermonde
+coefficients, float64) match tests/test_s4.py so the compiled kernels are shared.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pipeline.models.cauchy import (
     cauchy_keops,
     cauchy_naive,
     cauchy_torch,
+    keops_available,
     resolve_backend,
     roots_of_unity_half,
     vandermonde,
@@ -39,7 +43,15 @@ VANDERMONDE = {
 }
 
 
-def _problem(seed: int = 0, b: int = 2, k: int = 6, n: int = 3, length: int = 11) -> tuple:
+def _problem(
+    device: torch.device,
+    seed: int = 0,
+    b: int = 2,
+    k: int = 6,
+    n: int = 3,
+    length: int = 11,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(v, z, w) drawn on the CPU (same values on every device), then moved to ``device``."""
     g = torch.Generator().manual_seed(seed)
     v = torch.randn(b, k, n, dtype=torch.complex128, generator=g)
     w = torch.complex(
@@ -47,7 +59,7 @@ def _problem(seed: int = 0, b: int = 2, k: int = 6, n: int = 3, length: int = 11
         3 * torch.randn(b, n, dtype=torch.float64, generator=g),
     )
     z = torch.randn(length, dtype=torch.complex128, generator=g) * 4
-    return v, z, w
+    return v.to(device), z.to(device), w.to(device)
 
 
 def _direct_cauchy(v: torch.Tensor, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -77,27 +89,30 @@ def _direct_vandermonde(v: torch.Tensor, x: torch.Tensor, length: int) -> torch.
 
 
 @pytest.mark.parametrize("name", CAUCHY)
-def test_cauchy_backends_match_direct_float64(name: str) -> None:
-    v, z, w = _problem()
+def test_cauchy_backends_match_direct_float64(name: str, device: torch.device) -> None:
+    v, z, w = _problem(device)
     # Also the points S4 actually uses: t = 2 (1 - omega) / (1 + omega) at odd-length roots.
-    omega = roots_of_unity_half(11, torch.float64, torch.device("cpu"))
+    omega = roots_of_unity_half(11, torch.float64, device)
     for zz in (z, 2 * (1 - omega) / (1 + omega)):
         got = CAUCHY[name](v, zz, w)
-        assert got.shape == (2, 6, zz.shape[0])
-        torch.testing.assert_close(got, _direct_cauchy(v, zz, w), rtol=1e-10, atol=1e-10)
+        assert got.shape == (2, 6, zz.shape[0]) and got.device.type == device.type
+        want = _direct_cauchy(v.cpu(), zz.cpu(), w.cpu())
+        torch.testing.assert_close(got.cpu(), want, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("name", VANDERMONDE)
-def test_vandermonde_backends_match_direct_float64(name: str) -> None:
-    v, _, w = _problem(seed=1, k=2)
+def test_vandermonde_backends_match_direct_float64(name: str, device: torch.device) -> None:
+    v, _, w = _problem(device, seed=1, k=2)
     x = 0.1 * w  # dt * A: stable exponents
     got = VANDERMONDE[name](v, x, 9)
     assert got.shape == (2, 2, 9) and got.dtype == torch.float64
-    torch.testing.assert_close(got, _direct_vandermonde(v, x, 9), rtol=1e-10, atol=1e-10)
+    assert got.device.type == device.type
+    want = _direct_vandermonde(v.cpu(), x.cpu(), 9)
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-10, atol=1e-10)
 
 
-def test_torch_gradcheck_float64() -> None:
-    v, z, w = _problem(b=1, k=6, n=2, length=5)
+def test_torch_gradcheck_float64(device: torch.device) -> None:
+    v, z, w = _problem(device, b=1, k=6, n=2, length=5)
     v.requires_grad_(True)
     w.requires_grad_(True)
     # chunk=2 forces several checkpointed chunks, so the recompute-in-backward path is checked.
@@ -106,9 +121,9 @@ def test_torch_gradcheck_float64() -> None:
     assert torch.autograd.gradcheck(lambda v_, x_: vandermonde_torch(v_, x_, 5, chunk=2), (v, x))
 
 
-def test_keops_gradients_match_torch() -> None:
+def test_keops_gradients_match_torch(device: torch.device) -> None:
     """KeOps' symbolic gradients equal torch autograd's (full gradcheck is too slow on CPU)."""
-    v, z, w = _problem(seed=2)
+    v, z, w = _problem(device, seed=2)
     grads = {}
     for name, fn in (("keops", cauchy_keops), ("torch", cauchy_torch)):
         vv, ww = v.clone().requires_grad_(True), w.clone().requires_grad_(True)
@@ -126,9 +141,12 @@ def test_keops_gradients_match_torch() -> None:
     torch.testing.assert_close(grads["keops"], grads["torch"], rtol=1e-9, atol=1e-9)
 
 
-def test_dispatch_and_auto_backend() -> None:
-    v, z, w = _problem()
+def test_dispatch_and_auto_backend(device: torch.device) -> None:
+    v, z, w = _problem(device)
     assert resolve_backend("auto", torch.device("cpu")) == "torch"
+    # auto is keops on CUDA exactly when pykeops imports, torch otherwise
+    auto = "keops" if device.type == "cuda" and keops_available() else "torch"
+    assert resolve_backend("auto", device) == auto
     torch.testing.assert_close(cauchy(v, z, w, "auto"), cauchy_naive(v, z, w))
     torch.testing.assert_close(
         vandermonde(v, 0.1 * w, 4, "torch"), vandermonde_naive(v, 0.1 * w, 4)

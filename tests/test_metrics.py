@@ -11,13 +11,13 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from pipeline.evaluation.evaluate import EvalConfig, evaluate_predictions
-from pipeline.evaluation.metrics import (
+from pipeline.evaluation.predictions import check_paired, load_predictions
+from pipeline.metrics import (
     auroc_per_label,
     gap_bridged,
     paired_difference,
     resample_indices,
 )
-from pipeline.evaluation.predictions import check_paired, load_predictions
 
 
 def _data(seed: int, n: int = 150, k: int = 6) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,8 @@
-"""S4 layer: HiPPO init, kernel == unrolled recurrence, gradients, causality, backends."""
+"""S4 layer: HiPPO init, kernel == unrolled recurrence, gradients, causality, backends.
+
+Layer tests run on the ``device`` fixture (tests/conftest.py): CPU by default,
+``S4_TEST_DEVICE=cuda`` for a GPU (bench/gpu_check.sh).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,13 @@ import torch
 from pipeline.models.s4 import S4Layer, hippo_legs_nplr, s4d_init
 
 
-def _layer(mode: str, bidirectional: bool, seed: int = 0, **kw: object) -> S4Layer:
-    """Tiny float64 layer with randomised (not just initial) SSM parameters."""
+def _layer(
+    mode: str, bidirectional: bool, device: torch.device, seed: int = 0, **kw: object
+) -> S4Layer:
+    """Tiny float64 layer with randomised (not just initial) SSM parameters, on ``device``.
+
+    Parameters are drawn on the CPU, so every device tests the same layer.
+    """
     torch.manual_seed(seed)
     layer = S4Layer(2, 4, mode=mode, bidirectional=bidirectional, kernel_backend="torch", **kw)
     layer = layer.double()
@@ -20,7 +29,7 @@ def _layer(mode: str, bidirectional: bool, seed: int = 0, **kw: object) -> S4Lay
         layer.b.add_(0.3 * torch.randn_like(layer.b))
         if mode == "dplr":
             layer.p.add_(0.3 * torch.randn_like(layer.p))
-    return layer.eval()
+    return layer.to(device).eval()
 
 
 def _recurrence(layer: S4Layer, u: torch.Tensor, row: int) -> torch.Tensor:
@@ -37,14 +46,14 @@ def _recurrence(layer: S4Layer, u: torch.Tensor, row: int) -> torch.Tensor:
     n = lam.shape[-1]
     if layer.mode == "dplr":
         a = torch.diag_embed(lam) - full["p"][:, :, None] * full["p"].conj()[:, None, :]
-        eye = torch.eye(n, dtype=a.dtype)
+        eye = torch.eye(n, dtype=a.dtype, device=a.device)
         lhs = eye - (dt / 2)[:, None, None] * a
         abar = torch.linalg.solve(lhs, eye + (dt / 2)[:, None, None] * a)  # (H, N, N)
         bbar = torch.linalg.solve(lhs, (dt[:, None] * b)[..., None])[..., 0]  # (H, N)
     else:
         da = dt[:, None] * lam
         abar, bbar = torch.diag_embed(da.exp()), (da.exp() - 1) / lam * b
-    x = torch.zeros(u.shape[0], u.shape[1], n, dtype=lam.dtype)  # (B, H, N)
+    x = torch.zeros(u.shape[0], u.shape[1], n, dtype=lam.dtype, device=lam.device)  # (B, H, N)
     ys = []
     for k in range(u.shape[-1]):
         x = torch.einsum("hnm,bhm->bhn", abar, x) + bbar * u[..., k, None]
@@ -56,9 +65,11 @@ def _recurrence(layer: S4Layer, u: torch.Tensor, row: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("mode", ["dplr", "diag"])
 @pytest.mark.parametrize("length", [10, 13])
-def test_convolution_equals_unrolled_recurrence(mode: str, length: int) -> None:
-    layer = _layer(mode, bidirectional=True)
-    u = torch.randn(3, 2, length, dtype=torch.float64)
+def test_convolution_equals_unrolled_recurrence(
+    mode: str, length: int, device: torch.device
+) -> None:
+    layer = _layer(mode, bidirectional=True, device=device)
+    u = torch.randn(3, 2, length, dtype=torch.float64).to(device)
     y = layer.convolve(u) - layer.d.detach()[:, None] * u  # (B, H, L) SSM part only
     forward = _recurrence(layer, u, row=0)
     # Backward kernel: the same recurrence on the time-reversed input, shifted so that output t
@@ -80,8 +91,8 @@ class _KernelOf(torch.nn.Module):
 
 
 @pytest.mark.parametrize("mode", ["dplr", "diag"])
-def test_kernel_gradcheck_float64(mode: str) -> None:
-    layer = _layer(mode, bidirectional=True)
+def test_kernel_gradcheck_float64(mode: str, device: torch.device) -> None:
+    layer = _layer(mode, bidirectional=True, device=device)
     names = [n for n, _ in layer.named_parameters() if not n.startswith("output_linear")]
     params = tuple(
         dict(layer.named_parameters())[n].detach().clone().requires_grad_() for n in names
@@ -96,36 +107,40 @@ def test_kernel_gradcheck_float64(mode: str) -> None:
 
 
 @pytest.mark.parametrize("mode", ["dplr", "diag"])
-def test_backends_agree_on_layer_kernel(mode: str) -> None:
-    layer = _layer(mode, bidirectional=True, seed=3)
+def test_backends_agree_on_layer_kernel(mode: str, device: torch.device) -> None:
+    layer = _layer(mode, bidirectional=True, device=device, seed=3)
     ref = layer.kernel(12, backend="naive")
     for backend in ("torch", "keops"):
         torch.testing.assert_close(layer.kernel(12, backend=backend), ref, rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("mode", ["dplr", "diag"])
-def test_causal_and_bidirectional(mode: str) -> None:
-    u = torch.randn(2, 2, 40, dtype=torch.float64)
+def test_causal_and_bidirectional(mode: str, device: torch.device) -> None:
+    u = torch.randn(2, 2, 40, dtype=torch.float64).to(device)
     bump = u.clone()
     bump[..., 25] += 1.0
-    causal = _layer(mode, bidirectional=False)
+    causal = _layer(mode, bidirectional=False, device=device)
     diff = (causal(bump) - causal(u)).abs().amax(dim=(0, 1))  # (L,)
     assert diff[:25].max() < 1e-12 and diff[25:].max() > 1e-6  # FFT round-off only
-    both = _layer(mode, bidirectional=True)
+    both = _layer(mode, bidirectional=True, device=device)
     diff = (both(bump) - both(u)).abs().amax(dim=(0, 1))
     assert diff[:25].max() > 1e-6 and diff[25:].max() > 1e-6
 
 
 @pytest.mark.parametrize("length", [1, 2, 7, 250])
-def test_any_length_float32(length: int) -> None:
-    layer = S4Layer(8, 8, kernel_backend="torch", dropout=0.1)
-    y = layer(torch.randn(3, 8, length))
+def test_any_length_float32(length: int, device: torch.device) -> None:
+    layer = S4Layer(8, 8, kernel_backend="torch", dropout=0.1).to(device)
+    y = layer(torch.randn(3, 8, length, device=device))
     assert y.shape == (3, 8, length) and y.dtype == torch.float32 and torch.isfinite(y).all()
 
 
-def test_float32_kernel_stable_at_long_length() -> None:
-    """At L = 5000 with the smallest init step, float32 stays close to float64."""
+def test_float32_kernel_stable_at_long_length(device: torch.device) -> None:
+    """At L = 5000 with the smallest init step, float32 stays close to float64.
+
+    On CUDA the fixture turns TF32 off: with TF32 matmuls the float32 kernel is not float32.
+    """
     layer = S4Layer(4, 8, mode="dplr", kernel_backend="torch", dt_min=1e-3, dt_max=1e-3)
+    layer = layer.to(device)
     k32 = layer.kernel(5000)
     k64 = layer.double().kernel(5000)
     err = (k32.double() - k64).abs().max() / k64.abs().max()

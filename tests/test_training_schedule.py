@@ -14,11 +14,11 @@ from torch import nn
 from train_fixtures import build_world, model_cfg, pretrain_cfg, stage_cfg, tracking, train_cfg
 
 from pipeline.models import build_ecg_encoder
-from pipeline.train.data import EpochLoader, read_ids
+from pipeline.train.data import EpochLoader, open_store, read_ids
 from pipeline.train.embed import CachedEmbeddings, embed_crops, embed_records
 from pipeline.train.engine import LoopConfig, fit
 from pipeline.train.model import build_supervised
-from pipeline.train.pretrain import open_store, pretrain
+from pipeline.train.pretrain import pretrain
 from pipeline.train.schedule import WarmupAnneal
 from pipeline.train.supervised import train_supervised
 

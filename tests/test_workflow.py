@@ -107,6 +107,21 @@ def test_stage_setting_edit_reruns_that_stage_and_downstream(
     assert planned["evaluate"] == 1
 
 
+def test_unused_objective_block_edit_reruns_nothing(finished_run: Path, tmp_path: Path) -> None:
+    # Only the chosen objective's arguments are pre-training params: tuning VICReg's weights
+    # in config.yaml must not re-train a Barlow Twins model, while lambda must.
+    def planned(block: str, key: str, value: float) -> dict[str, int]:
+        edited = yaml.safe_load(TEST_CONFIG.read_text())
+        edited.setdefault("pretrain", {}).setdefault(block, {})[key] = value
+        cfg = tmp_path / f"{block}.yaml"
+        cfg.write_text(yaml.safe_dump(edited))
+        return planned_rules(snakemake(finished_run, cfg, "-n"))
+
+    assert planned("vicreg", "var_weight", 30.0) == {}
+    lambd_edit = planned("barlow_twins", "lambd", 0.01)
+    assert {"pretrain", "finetune_diagnoses", "probe"} <= set(lambd_edit)
+
+
 # Skipped only on a developer machine without SLURM; CI (CI=true) installs and starts one,
 # so there a missing sbatch fails this test instead of hiding it.
 @pytest.mark.skipif(

@@ -92,14 +92,20 @@ def tracking() -> TrackingConfig:
     return TrackingConfig(tracking_uri="", experiment="test", results_dir="results")
 
 
+# The loop settings the training tests were written for: a constant rate, no warm-up, no
+# early stop, a random head (the config's defaults, cosine / probe, are for real runs).
+PLAIN_LOOP = {"schedule": "constant", "warmup_epochs": 0.0, "patience": 0}
+
+
 def pretrain_cfg(**kw: Any) -> PretrainConfig:
     base = {"epochs": 3, "batch_size": 16, "lr": 3e-3, "embed_dim": 16, "projector_hidden": 32}
-    return PretrainConfig(**{**base, **kw})
+    return PretrainConfig(**{**base, **PLAIN_LOOP, **kw})
 
 
 def stage_cfg(**kw: Any) -> StageConfig:
     base = {"epochs": 2, "batch_size": 16, "lr": 3e-3, "head_hidden": (16,)}
-    return StageConfig(**{**base, **kw})
+    head = {"head_init": "random", "head_init_lr": 1e-3, "head_refit": False}
+    return StageConfig(**{**base, **PLAIN_LOOP, **head, **kw})
 
 
 def build_world(

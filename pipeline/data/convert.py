@@ -61,7 +61,8 @@ class ConvertConfig:
 
     Attributes:
         batch_rows: rows per parquet row group (the rows buffered before a write,
-            so it bounds memory; parsing runs in 4 MiB pieces whatever its value).
+            so it bounds memory; parsing runs in 1 MiB pieces whatever its value). The
+            default is the schema's and the one ``docs/scaling.md`` measured.
         projection: keep only the columns the pipeline reads of the tables in
             :data:`pipeline.schema.PROJECTIONS` (labevents); False keeps every column.
     """

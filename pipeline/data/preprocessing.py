@@ -49,8 +49,8 @@ class Preprocessing:
     n_samples: int
     source_fs: int
     source_samples: int
+    clip_mv: float  # no default: the shard stage's setting, never assumed
     leads: tuple[str, ...] = LEADS
-    clip_mv: float = 3.0
     dtype: str = "float16"
     crop_samples: int | None = None
     eval_crops: int | None = None
@@ -63,15 +63,44 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "preprocessing") -> Preprocessing:
-        """Rebuild from :meth:`to_dict`; ValueError naming a missing or unknown key."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
+        """Rebuild from :meth:`to_dict`; ValueError naming a missing or unknown key.
+
+        Every key must be present (:meth:`to_dict` writes them all): a reader that filled
+        in a default would silently assume what training did instead of reading it.
+        """
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(names))
         if unknown:
             raise ValueError(f"{where}: unknown key(s) {unknown}")
-        for key in ("fs", "n_samples", "source_fs", "source_samples"):
-            if d.get(key) is None:
-                raise ValueError(f"{where}: {key!r} missing")
-        return cls(**{**d, "leads": tuple(d.get("leads", LEADS))})
+        missing = [k for k in names if k not in d]
+        if missing:
+            raise ValueError(f"{where}: key(s) {missing} missing")
+        for key in ("fs", "n_samples", "source_fs", "source_samples", "clip_mv"):
+            if d[key] is None:
+                raise ValueError(f"{where}: {key!r} is null")
+        return cls(**{**d, "leads": tuple(d["leads"])})
+
+    def check_reproducible(self, where: str = "preprocessing") -> None:
+        """Raise unless this code repeats these steps exactly (inference calls it).
+
+        The reader emits :data:`pipeline.schema.LEADS` in order, rounds to float16 and
+        resamples and imputes as :data:`RESAMPLING` / :data:`IMPUTATION` say; a model
+        trained otherwise would be scored on inputs unlike its training data.
+
+        Raises:
+            ValueError: naming the first key this code does not reproduce.
+        """
+        ours: dict[str, object] = {
+            "leads": LEADS,
+            "dtype": "float16",
+            "resampling": RESAMPLING,
+            "imputation": IMPUTATION,
+        }
+        for key, value in ours.items():
+            if getattr(self, key) != value:
+                raise ValueError(
+                    f"{where}.{key} is {getattr(self, key)!r}; this reader does {value!r}"
+                )
 
     def with_crops(self, crop_samples: int, eval_crops: int) -> Preprocessing:
         """The shard settings plus the training crop settings."""

@@ -13,15 +13,15 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pipeline.evaluation.metrics import (
+from pipeline.evaluation.predictions import Predictions, load_predictions
+from pipeline.io import atomic_path, write_text_atomic
+from pipeline.metrics import (
     CI_LEVEL,
     auroc_per_label,
     bootstrap_auroc,
     macro,
     percentile_interval,
 )
-from pipeline.evaluation.predictions import Predictions, load_predictions
-from pipeline.io import atomic_path, write_text_atomic
 from pipeline.tracking import TrackingConfig, stage_run
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def evaluate_predictions(
     Macro AUROC is the mean over labels with both classes among the non-missing test
     targets; labels lacking a class are skipped and counted. Its 95% interval comes from
     ``cfg.n_bootstrap`` resamples of the test records (rows of
-    :func:`pipeline.evaluation.metrics.resample_indices` on the study_id-sorted records):
+    :func:`pipeline.metrics.resample_indices` on the study_id-sorted records):
     with theta the point estimate and theta*_b the resampled macro AUROCs, the interval is
     ``theta + percentile(theta* - theta, [2.5, 97.5])``. The per-resample macro values are
     stored so the report can form paired differences on the same resamples.

@@ -3,7 +3,7 @@
 Each probe is fitted on the training records, its one hyper-parameter (ridge alpha,
 inverse logistic strength C) is chosen on the validation records, and it is scored once on
 the test records with an empirical bootstrap interval. The bootstrap draws rows of
-:func:`pipeline.evaluation.metrics.resample_indices` over a variable's measured test
+:func:`pipeline.metrics.resample_indices` over a variable's measured test
 records, so every encoder probed on that variable shares the resamples and paired
 differences between encoders are well defined.
 """
@@ -21,7 +21,7 @@ from scipy.stats import skew
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge
 
-from pipeline.evaluation.metrics import (
+from pipeline.metrics import (
     Estimate,
     auroc_per_label,
     bootstrap_auroc,

@@ -11,9 +11,9 @@ import polars as pl
 from matplotlib.figure import Figure
 
 from pipeline.evaluation.evaluate import CI_METHOD
-from pipeline.evaluation.metrics import Estimate
 from pipeline.evaluation.probe_fit import ProbeScore, Variable, paired
 from pipeline.io import atomic_path, write_text_atomic
+from pipeline.metrics import Estimate
 
 TITLES = {
     "random_init": "untrained (random init)",

@@ -21,7 +21,6 @@ from pipeline.evaluation.explain import (
     lab_lift,
     top_labs_text,
 )
-from pipeline.evaluation.metrics import auroc_per_label, gap_bridged, paired_difference
 from pipeline.evaluation.predictions import (
     Predictions,
     check_paired,
@@ -32,6 +31,7 @@ from pipeline.evaluation.predictions import (
 from pipeline.evaluation.probe_report import summary_table
 from pipeline.evaluation.table1 import MODELS, table1_rows, write_table1
 from pipeline.io import atomic_path, write_text_atomic
+from pipeline.metrics import auroc_per_label, gap_bridged, paired_difference
 from pipeline.tracking import TrackingConfig, parent_run
 
 log = logging.getLogger(__name__)

@@ -21,11 +21,11 @@ import polars as pl
 from scipy.stats import norm
 
 from pipeline.evaluation.evaluate import CI_METHOD, EvalConfig, jsonable
-from pipeline.evaluation.metrics import Estimate, gap_bridged, percentile_interval
 from pipeline.evaluation.predictions import Predictions, check_paired, load_predictions
 from pipeline.evaluation.report import PAIRS, load_evaluation, macro_point_and_boot
 from pipeline.evaluation.table1 import MODELS
 from pipeline.io import atomic_path, write_text_atomic
+from pipeline.metrics import Estimate, gap_bridged, percentile_interval
 
 PAPER_EFFECT = 0.027  # method - signal-only macro AUROC on real MIMIC (0.795 - 0.768)
 POWER = 0.8

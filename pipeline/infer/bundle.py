@@ -85,6 +85,7 @@ def load_bundle(model_dir: str | Path, label_manifest: Path | None = None) -> Bu
             "records it); re-run the shard and training stages to record it"
         )
     prep = Preprocessing.from_dict(meta["preprocessing"], f"{meta_path} preprocessing")
+    prep.check_reproducible(f"{meta_path} preprocessing")
     for key in ("crop_samples", "eval_crops"):
         if getattr(prep, key) is None:
             raise ValueError(f"{meta_path}: preprocessing.{key} missing")

@@ -91,6 +91,13 @@ def objective_kwargs(name: str) -> tuple[str, ...]:
     return tuple(p for p in params if p != "self")
 
 
+def objective_defaults(name: str) -> dict[str, Any]:
+    """Every keyword argument of objective ``name`` with its default (the paper's values)."""
+    _check_name(name)
+    params = inspect.signature(_REGISTRY[name][0].__init__).parameters
+    return {k: p.default for k, p in params.items() if k != "self"}
+
+
 def build_objective(name: ObjectiveName, **kwargs: Any) -> Objective:
     """Build the stage-1 objective ``name`` with its hyper-parameters.
 
@@ -131,5 +138,6 @@ __all__ = [
     "VICRegLoss",
     "VICRegOutput",
     "build_objective",
+    "objective_defaults",
     "objective_kwargs",
 ]

@@ -35,6 +35,17 @@ class RecordStore(Protocol):
     def get(self, study_id: int) -> np.ndarray: ...
 
 
+def open_store(shard_index: str | Path) -> RecordStore:
+    """The memory-mapped store of ``shard_index`` (:class:`~pipeline.data.ecg_store.ShardStore`).
+
+    Imported on first use: its module brings in scipy and the WFDB reader, which the
+    training code needs only once it reads records.
+    """
+    from pipeline.data.ecg_store import ShardStore
+
+    return ShardStore(Path(shard_index))
+
+
 def read_ids(path: str | Path) -> np.ndarray:
     """study_id column of a split id file as int64."""
     df = pl.read_parquet(path, columns=["study_id"])

@@ -31,7 +31,6 @@ from pipeline.train.checkpoint import CheckpointSpec
 from pipeline.train.data import Batch, EpochLoader
 from pipeline.train.embed import CachedEmbeddings
 from pipeline.train.engine import FitResult, LoopConfig, MetricSink, fit
-from pipeline.train.model import SupervisedModel
 from pipeline.train.predict import macro_auroc
 
 log = logging.getLogger(__name__)
@@ -178,7 +177,8 @@ def masked_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def refit_head(
-    model: SupervisedModel,
+    head: nn.Module,
+    name: str,
     emb: Mapping[str, np.ndarray],
     targets: Mapping[str, np.ndarray],
     fit_cfg: HeadFit,
@@ -186,26 +186,27 @@ def refit_head(
     result: FitResult,
     run: MetricSink,
 ) -> None:
-    """Train the head alone on the final embeddings; epoch 0 (the trained head) competes.
+    """Train ``head`` alone on the final embeddings; epoch 0 (the trained head) competes.
 
-    ``fit_cfg`` must validate its start, so the refit is kept only when it beats the head
-    as trained end to end; ``result`` is updated in place (best metric, refit epochs).
+    ``name`` (the model's) labels the log lines. ``fit_cfg`` must validate its start, so
+    the refit is kept only when it beats the head as trained end to end; ``result`` is
+    updated in place (best metric, refit epochs).
     """
     refit = fit_head(
-        model.head,
+        head,
         (emb["train"], targets["train"]),
         (emb["val"], targets["val"]),
         fit_cfg,
         device,
         loss_fn=masked_bce,
-        desc=f"{model.spec.name} head refit",
+        desc=f"{name} head refit",
     )
     start = refit.history[0]["val_auroc"]  # the trained head on the cached crops
     run.log_metrics({"head_refit_val_auroc": refit.best_metric}, result.epochs_run)
     if refit.best_epoch > 0:
         log.info(
             "%s: head refit on the final embeddings raises val macro AUROC %.4f -> %.4f",
-            *(model.spec.name, start, refit.best_metric),
+            *(name, start, refit.best_metric),
         )
         result.best_metric = refit.best_metric
     result.head_refit_epochs = refit.best_epoch

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_file
@@ -29,10 +29,8 @@ from pipeline.models import (
 )
 from pipeline.train.data import Batch
 from pipeline.train.heads import normalised
-from pipeline.train.tabular import TabularPreprocessor
-
-if TYPE_CHECKING:
-    from pipeline.train.supervised import StageConfig
+from pipeline.train.stage_config import StageConfig
+from pipeline.train.tabular import TabularPreprocessor, tabular_encoder_meta
 
 
 @dataclass(frozen=True)
@@ -235,15 +233,6 @@ def model_meta(
         # results are bit-identical only for the same seed, config and thread count
         "num_threads": torch.get_num_threads(),
         "preprocessing": None if preprocessing is None else dict(preprocessing),
-    }
-
-
-def tabular_encoder_meta(tab_cfg: Mapping[str, Any], prep: TabularPreprocessor) -> dict[str, Any]:
-    """How to rebuild a tabular encoder: its config section and the feature layout."""
-    return {
-        "config": dict(tab_cfg),
-        "n_continuous": prep.n_continuous,
-        "cat_cardinalities": prep.cat_cardinalities,
     }
 
 

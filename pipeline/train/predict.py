@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.evaluation.metrics import auroc_per_label
 from pipeline.io import atomic_path
+from pipeline.metrics import auroc_per_label
 from pipeline.train.data import Batch, EpochLoader, to_device
 
 # (model, batch with ecg (B', 12, C) and per-crop tabular rows) -> logits (B', K)

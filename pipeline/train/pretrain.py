@@ -1,9 +1,12 @@
-"""Stage 1: Barlow Twins joint-embedding pre-training of the ECG encoder with tabular data.
+"""Stage 1: joint-embedding pre-training of the ECG encoder against tabular data.
 
 The ECG encoder (S4) and the tabular MLP each get a projector to the embedding dimension E;
-the Barlow Twins loss (Zbontar et al. 2021) aligns the two views of the same ECG so that the
-clinical information of the tabular data moves into the ECG encoder. A logistic-regression
-probe on frozen embeddings (diagnoses) at the end checks against representational collapse.
+a self-supervised objective aligns the two views of the same ECG so that the clinical
+information of the tabular data moves into the ECG encoder. The objective is chosen by
+config (``pretrain.objective``): Barlow Twins (Zbontar et al. 2021, the paper's), VICReg
+(Bardes et al. 2022) or CLIP's symmetric InfoNCE (Radford et al. 2021); see
+:mod:`pipeline.losses`. A logistic-regression probe on frozen embeddings (diagnoses) at the
+end checks against representational collapse.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch
 from torch import nn
 
 from pipeline.io import atomic_path
-from pipeline.losses import BarlowTwinsLoss
+from pipeline.losses import Objective, ObjectiveOutput
 from pipeline.models import (
     ECGEncoder,
     Projector,
@@ -36,9 +39,11 @@ from pipeline.train.data import (
     Batch,
     ECGDataset,
     EpochLoader,
+    open_store,
     read_ids,
     read_names,
     read_targets,
+    to_device,
 )
 from pipeline.train.embed import embed_records
 from pipeline.train.engine import (
@@ -51,41 +56,10 @@ from pipeline.train.engine import (
     write_history,
 )
 from pipeline.train.head_init import logistic_probe
-from pipeline.train.model import tabular_encoder_meta
-from pipeline.train.tabular import fit_tabular, read_manifest
+from pipeline.train.pretrain_config import PretrainConfig
+from pipeline.train.tabular import fit_tabular, read_manifest, tabular_encoder_meta
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    """The ``pretrain`` config section.
-
-    Attributes:
-        seed: seeds weights, data order and crops.
-        epochs, batch_size, lr, weight_decay: AdamW training; ``epochs`` is the cap.
-        patience: early stop after this many epochs without a lower validation loss (0:
-            train to the cap).
-        schedule, warmup_epochs: per-step learning-rate schedule after a linear warm-up
-            (see :mod:`pipeline.train.schedule`).
-        embed_dim: projector output E.
-        projector_hidden: projector hidden width.
-        lambd: Barlow Twins off-diagonal weight (about 5e-3 in the paper).
-        probe_max_train: training records embedded for the linear probe (bounds its cost).
-    """
-
-    seed: int = 0
-    epochs: int = 6
-    patience: int = 0
-    schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-3
-    embed_dim: int = 128
-    projector_hidden: int = 256
-    lambd: float = 5e-3
-    probe_max_train: int = 1000
 
 
 @dataclass(frozen=True)
@@ -114,27 +88,59 @@ class PretrainResult:
 
 
 class JointEmbedding(nn.Module):
-    """ECG encoder + projector and tabular encoder + projector, both to dimension E."""
+    """ECG encoder + projector and tabular encoder + projector, both to dimension E.
+
+    Args:
+        ecg_encoder, tab_encoder: the two branches.
+        embed_dim: projector output E; hidden: projector hidden width.
+        objective: the stage-1 loss. It is a submodule so that its parameters (CLIP's
+            learnable logit scale) are optimised, checkpointed, kept with the best epoch
+            and resumed together with the encoders. None: the caller applies a loss to
+            what ``forward`` returns.
+    """
 
     def __init__(
-        self, ecg_encoder: ECGEncoder, tab_encoder: TabularEncoder, embed_dim: int, hidden: int
+        self,
+        ecg_encoder: ECGEncoder,
+        tab_encoder: TabularEncoder,
+        embed_dim: int,
+        hidden: int,
+        objective: Objective | None = None,
     ) -> None:
         super().__init__()
         self.ecg_encoder = ecg_encoder
         self.ecg_projector = Projector(ecg_encoder.out_dim, hidden, embed_dim)
         self.tab_encoder = tab_encoder
         self.tab_projector = Projector(tab_encoder.out_dim, hidden, embed_dim)
+        self.objective = objective
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         z_ecg = self.ecg_projector(self.ecg_encoder(batch["ecg"]))  # (B, E)
         h_tab = self.tab_encoder(batch["x_cont"], batch["x_mask"], batch["x_cat"])
         return z_ecg, self.tab_projector(h_tab)  # (B, E), (B, E)
 
+    def loss(self, batch: Batch) -> ObjectiveOutput:
+        """The objective between the two projections of ``batch``."""
+        if self.objective is None:
+            raise ValueError("JointEmbedding has no objective")
+        return self.objective(*self(batch))
 
-def open_store(shard_index: Path) -> Any:
-    from pipeline.data.ecg_store import ShardStore
 
-    return ShardStore(shard_index)
+def param_groups(model: JointEmbedding) -> list[dict[str, Any]]:
+    """The encoders and projectors, and the objective's parameters without weight decay.
+
+    A temperature is a scale, not a weight: decaying ``log(1 / tau)`` pulls it towards 0
+    (tau -> 1, near-uniform logits) against the loss, so CLIP trains it undecayed. An
+    objective without parameters gives one group, the optimiser the stage always had.
+    """
+    named = list(model.named_parameters())
+    groups: list[dict[str, Any]] = [
+        {"params": [p for n, p in named if not n.startswith("objective.")], "name": "model"}
+    ]
+    own = [p for n, p in named if n.startswith("objective.")]
+    if own:
+        groups.append({"params": own, "weight_decay": 0.0, "name": "objective"})
+    return groups
 
 
 def pretrain(
@@ -181,10 +187,10 @@ def pretrain(
     ecg_encoder = build_ecg_encoder(model_cfg["ecg_encoder"])
     tab_cfg = dict(model_cfg["tabular_encoder"])
     tab_encoder = build_tabular_encoder(tab_cfg, prep.n_continuous, prep.cat_cardinalities)
-    model = JointEmbedding(ecg_encoder, tab_encoder, cfg.embed_dim, cfg.projector_hidden)
+    objective = cfg.build_objective()
+    model = JointEmbedding(ecg_encoder, tab_encoder, cfg.embed_dim, cfg.projector_hidden, objective)
     model.to(device)
-    loss_fn = BarlowTwinsLoss(cfg.lambd)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     crop, k = train_cfg.crop_samples, train_cfg.num_workers
     # drop_last: batch-normalising a branch needs >= 2 samples in every batch.
@@ -207,13 +213,15 @@ def pretrain(
     )
 
     def step(m: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        out = loss_fn(*m(batch))
-        return out.loss, {"on_diag": out.on_diag.item(), "off_diag": out.off_diag.item()}
+        assert isinstance(m, JointEmbedding)
+        out = m.loss(batch)
+        return out.loss, {k: v.item() for k, v in out.components.items()}
 
     def validate(m: nn.Module) -> dict[str, float]:
-        return _val_loss(m, val_loader, loss_fn, device)
+        assert isinstance(m, JointEmbedding)
+        return _val_loss(m, val_loader, device)
 
-    params = {"pretrain": asdict(cfg), "model": dict(model_cfg), "train": asdict(train_cfg)}
+    params = {"pretrain": cfg.record(), "model": dict(model_cfg), "train": asdict(train_cfg)}
     ckpt = None
     if checkpoint_dir is not None:
         key = checkpoint_key({"stage": "pretrain", **params}, inputs.files())
@@ -248,7 +256,9 @@ def pretrain(
             "ecg_encoder": ecg_encoder_config(model.ecg_encoder),
             "tabular_encoder": tabular_encoder_meta(tab_cfg, prep),
             "tabular": prep.to_dict(),
-            "pretrain": asdict(cfg),
+            "pretrain": cfg.record(),
+            # the objective's learned state (CLIP: log logit scale), as selected with the best epoch
+            "objective_state": {k: v.tolist() for k, v in objective.state_dict().items()},
             "best_epoch": result.best_epoch,
             "best_val_loss": result.best_metric,
             "n_train": len(train_ids),
@@ -274,20 +284,22 @@ def pretrain(
     )
 
 
-def _val_loss(
-    model: nn.Module, loader: EpochLoader, loss_fn: BarlowTwinsLoss, device: torch.device
-) -> dict[str, float]:
-    sums = np.zeros(3)
+def _val_loss(model: JointEmbedding, loader: EpochLoader, device: torch.device) -> dict[str, float]:
+    """Record-weighted mean of the objective and its components: ``val_loss``, ``val_<c>``."""
+    assert model.objective is not None
+    sums = dict.fromkeys(("loss", *model.objective.component_names), 0.0)
     n_seen = 0
     for batch in loader:
         n = len(batch["ecg"])
-        if n < 2:  # a trailing single record: the batch statistics are undefined
+        # A trailing single record: Barlow Twins' and VICReg's batch statistics are
+        # undefined; skipped for every objective, so all average over the same records.
+        if n < 2:
             continue
-        out = loss_fn(*model({k: v.to(device) for k, v in batch.items()}))
-        sums += n * np.array([out.loss.item(), out.on_diag.item(), out.off_diag.item()])
+        out = model.loss(to_device(batch, device))
+        for key, value in {"loss": out.loss, **out.components}.items():
+            sums[key] += n * value.item()
         n_seen += n
-    loss, on, off = sums / max(n_seen, 1)
-    return {"val_loss": float(loss), "val_on_diag": float(on), "val_off_diag": float(off)}
+    return {f"val_{k}": v / max(n_seen, 1) for k, v in sums.items()}
 
 
 def linear_probe(

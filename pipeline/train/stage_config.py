@@ -1,4 +1,10 @@
-"""The config section of a supervised stage (``finetune_*``, ``baselines``)."""
+"""The config sections of the supervised stages (``finetune_*``, ``baselines``).
+
+One dataclass per section, so that each section's defaults are written once in Python and
+checked against the schema's (``tests/test_config_defaults.py``): :class:`StageConfig`
+holds the ``baselines`` defaults (trained from scratch, nothing frozen) and the behaviour;
+the two fine-tuning sections subclass it with only the defaults that differ.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ HEAD_BATCH = 256  # cached (record, crop) embeddings per step of a head fit
 
 @dataclass(frozen=True)
 class StageConfig:
-    """One of the ``finetune_diagnoses`` / ``finetune_labs`` / ``baselines`` sections.
+    """A supervised stage's section; the defaults are the ``baselines`` section's.
 
     Attributes:
         seed, batch_size, lr, weight_decay: AdamW training.
@@ -38,10 +44,10 @@ class StageConfig:
     """
 
     seed: int = 0
-    epochs: int = 6
-    patience: int = 0
-    schedule: str = "constant"
-    warmup_epochs: float = 0.0
+    epochs: int = 15
+    patience: int = 5
+    schedule: str = "cosine"
+    warmup_epochs: float = 1.0
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-3
@@ -50,11 +56,11 @@ class StageConfig:
     encoder_lr: float | None = None
     head_hidden: tuple[int, ...] = (128,)
     head_norm: bool = True
-    head_init: str = "random"
+    head_init: str = "probe"
     head_init_epochs: int = 100
-    head_init_lr: float = 1e-3
+    head_init_lr: float = 1e-2
     head_init_patience: int = 10
-    head_refit: bool = False
+    head_refit: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "head_hidden", tuple(int(h) for h in self.head_hidden))
@@ -73,3 +79,32 @@ class StageConfig:
             self.head_init_epochs, patience=self.head_init_patience, validate_start=validate_start
         )
         return HeadFit(loop, self.head_init_lr, self.weight_decay, HEAD_BATCH, self.seed)
+
+
+@dataclass(frozen=True)
+class FinetuneDiagnosesConfig(StageConfig):
+    """The ``finetune_diagnoses`` section (stage 2): a gentle rate, first block frozen."""
+
+    lr: float = 3e-4
+    freeze_blocks: int = 1
+    encoder_lr: float | None = 3e-4
+
+
+@dataclass(frozen=True)
+class FinetuneLabsConfig(StageConfig):
+    """The ``finetune_labs`` section (stage 3): frozen encoder, many cheap head epochs."""
+
+    epochs: int = 100
+    patience: int = 10
+    freeze_encoder: bool = True
+    encoder_lr: float | None = 3e-4
+
+
+# config section -> its dataclass. A rule's section arrives complete (the schema fills every
+# key), so StageConfig(**section) holds the same values as its own class would; they differ only in
+# what a Python caller gets for the keys it leaves out.
+STAGE_CONFIGS: dict[str, type[StageConfig]] = {
+    "finetune_diagnoses": FinetuneDiagnosesConfig,
+    "finetune_labs": FinetuneLabsConfig,
+    "baselines": StageConfig,
+}

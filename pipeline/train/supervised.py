@@ -33,6 +33,7 @@ from pipeline.train.data import (
     ECGDataset,
     EpochLoader,
     Mode,
+    open_store,
     read_ids,
     read_names,
     read_targets,
@@ -63,8 +64,8 @@ from pipeline.train.model import (
     model_meta,
 )
 from pipeline.train.predict import macro_auroc, predict_probs, write_predictions
-from pipeline.train.pretrain import open_store
 from pipeline.train.stage_config import StageConfig
+from pipeline.train.tabular import TabularArrays, TabularPreprocessor, fit_tabular, read_manifest
 
 __all__ = [
     "StageConfig",
@@ -74,7 +75,6 @@ __all__ = [
     "predict_model",
     "train_supervised",
 ]
-from pipeline.train.tabular import TabularArrays, TabularPreprocessor, fit_tabular, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ def train_supervised(
                 desc=kind,
             )
             if cfg.head_refit:  # the warm-start settings (higher rate) may still gain
-                refit_head(model, emb, targets, cfg.head_fit(True), device, result, run)
+                refit_head(model.head, kind, emb, targets, cfg.head_fit(True), device, result, run)
         else:
 
             def warm_start() -> None:
@@ -278,7 +278,7 @@ def train_supervised(
             )
             emb = {p: cache(p) for p in ("train", "val")}  # the final, selected encoder
             if cfg.head_refit:
-                refit_head(model, emb, targets, cfg.head_fit(True), device, result, run)
+                refit_head(model.head, kind, emb, targets, cfg.head_fit(True), device, result, run)
         probe = logistic_probe(
             emb["train"].mean(axis=1), targets["train"], emb["val"].mean(axis=1), targets["val"]
         )

@@ -113,6 +113,15 @@ class TabularPreprocessor:
         )
 
 
+def tabular_encoder_meta(tab_cfg: Mapping[str, Any], prep: TabularPreprocessor) -> dict[str, Any]:
+    """How to rebuild a tabular encoder (model.json): its config section and feature layout."""
+    return {
+        "config": dict(tab_cfg),
+        "n_continuous": prep.n_continuous,
+        "cat_cardinalities": prep.cat_cardinalities,
+    }
+
+
 def read_manifest(path: Path, group: FeatureGroup) -> list[dict[str, str]]:
     """Manifest rows of the requested feature group ("all" keeps every row)."""
     if group not in GROUPS:

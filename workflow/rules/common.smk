@@ -3,6 +3,7 @@
 import os
 from pathlib import Path
 
+import yaml
 from snakemake.exceptions import WorkflowError
 
 # Rule scripts import `pipeline` from the repository root even where it is not
@@ -143,6 +144,13 @@ def bench_tsv(name):
     return f"{R}/benchmarks/{name}.tsv"
 
 
+def plots_category(wildcards):
+    """HTML report (`snakemake --report`) category of a file in results/plots, from the
+    report() pattern that matched it: {figure}.png or {table}.csv (explanations_lift.csv,
+    the values behind the lift heatmap)."""
+    return "Explanations" if "table" in wildcards.keys() else "Figures"
+
+
 def _check_sources():
     """Stop early, naming the config key, when a real-data source path is missing."""
     for key in ("mimic_iv", "mimic_iv_ed", "mimic_iv_ecg"):
@@ -194,3 +202,12 @@ def section(*keys):
     for key in keys:
         value = value[key]
     return _sorted(value)
+
+
+def pretrain_section():
+    """section("pretrain") without the argument blocks of the objectives it does not use, so
+    that editing e.g. pretrain.vicreg does not re-run a Barlow Twins pre-training."""
+    schema = yaml.safe_load(Path(workflow.basedir, CONFIG_SCHEMA).read_text())
+    names = schema["properties"]["pretrain"]["properties"]["objective"]["enum"]
+    unused = set(names) - {config["pretrain"]["objective"]}
+    return {k: v for k, v in section("pretrain").items() if k not in unused}

@@ -27,6 +27,27 @@ STAGE_SECTIONS = {
 }
 
 
+def _default_seed():
+    """The seed all training stages of the default run share, or None where they differ."""
+    seeds = {config[name]["seed"] for name in set(STAGE_SECTIONS.values())}
+    return seeds.pop() if len(seeds) == 1 else None
+
+
+# A study seed equal to the default run's seed *is* the default run (same config, same
+# rules): its table rows read the default run's files instead of training it a second time.
+DEFAULT_SEED = _default_seed()
+
+
+def study_files(path):
+    """path for every (seed, model), seed-major as study_table1 expects; the default run's
+    own files for its seed, the per-seed twins for the others."""
+    return [
+        (str(path) if seed == DEFAULT_SEED else seeded(path)).format(seed=seed, model=model)
+        for seed in SEEDS
+        for model in SUPERVISED
+    ]
+
+
 def seeded(path):
     """The per-seed twin of a results path (results/<sub>/... for sub in SEEDED), else itself."""
     for sub in SEEDED:
@@ -50,7 +71,8 @@ def seeded_benchmark(rule_name):
 def seeded_section(rule_name):
     """The stage's config section with its seed replaced by the study seed."""
     name = STAGE_SECTIONS[rule_name]
-    return lambda wildcards: {**section(name), "seed": int(wildcards.seed)}
+    base = pretrain_section() if name == "pretrain" else section(name)
+    return lambda wildcards: {**base, "seed": int(wildcards.seed)}
 
 
 def seeded_checkpoints(model):

@@ -9,7 +9,13 @@ rule evaluate:
         lab_target_manifest=P["lab_target_manifest"],
     output:
         summary=P["evaluation"],
-        per_label=P["per_label"],
+        per_label=report(
+            P["per_label"],
+            caption="../report/per_label.rst",
+            category="Per-label results",
+            subcategory="{model}",
+            labels={"model": "{model}"},
+        ),
     log:
         log("evaluate_{model}"),
     benchmark:
@@ -39,11 +45,25 @@ rule report:
         probe_csv=P["probe_csv"],
         probe_plot=P["probe_plot"],
     output:
-        table1_md=P["table1_md"],
-        table1_csv=P["table1_csv"],
+        table1_md=report(
+            P["table1_md"],
+            caption="../report/table1.rst",
+            category="Table 1",
+        ),
+        table1_csv=report(
+            P["table1_csv"],
+            caption="../report/table1.rst",
+            category="Table 1",
+        ),
         table1_json=P["table1_json"],
-        report=P["report"],
-        plots=directory(P["plots"]),
+        report=report(P["report"], caption="../report/report_md.rst", category="Report"),
+        # per-label AUROC and ROC figures, the lift heatmap and its CSV (explanations_lift.*)
+        plots=report(
+            directory(P["plots"]),
+            patterns=["{figure}.png", "{table}.csv"],
+            caption="../report/figures.rst",
+            category=plots_category,
+        ),
     log:
         log("report"),
     conda:

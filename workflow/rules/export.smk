@@ -13,7 +13,13 @@ rule export_model:
         val_ids=ids("val"),
         test_ids=ids("test"),
     output:
-        directory(P["export_dir"]),
+        # only the model card goes into the HTML report (the pattern matches MODEL_CARD.md)
+        report(
+            directory(P["export_dir"]),
+            patterns=["{card,MODEL_CARD}.md"],
+            caption="../report/model_card.rst",
+            category="Model",
+        ),
     log:
         log("export_model"),
     benchmark:

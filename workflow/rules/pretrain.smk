@@ -1,4 +1,5 @@
-# Stage 1: Barlow Twins pre-training of the ECG encoder against the tabular data.
+# Stage 1: joint-embedding pre-training of the ECG encoder against the tabular data
+# (pretrain.objective: Barlow Twins by default, VICReg or CLIP).
 # The resume checkpoint (results/checkpoints/pretrain/last.pt) is deliberately not an
 # output: a killed job re-run continues from it; it is deleted when the stage succeeds.
 
@@ -26,7 +27,7 @@ rule pretrain:
         runtime=240,
         gpu=0,  # a SLURM profile sets 1 (set-resources) for a GPU partition
     params:
-        pretrain=section("pretrain"),
+        pretrain=pretrain_section(),
         model=section("model"),
         train=section("train"),
         checkpoint_dir=f"{R}/checkpoints/pretrain",

@@ -18,9 +18,9 @@ rule probe:
         signal_only=P["model_dir"].format(model="signal_only"),
         method_diagnoses=P["model_dir"].format(model="method_diagnoses"),
     output:
-        md=P["probe_md"],
-        csv=P["probe_csv"],
-        plot=P["probe_plot"],
+        md=report(P["probe_md"], caption="../report/probe.rst", category="Probe"),
+        csv=report(P["probe_csv"], caption="../report/probe.rst", category="Probe"),
+        plot=report(P["probe_plot"], caption="../report/probe.rst", category="Figures"),
     log:
         log("probe"),
     conda:

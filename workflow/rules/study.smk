@@ -6,11 +6,12 @@
 # Each study rule is the pipeline's own rule (`use rule ... with:`), so the study trains
 # exactly what the default run trains. Only the per-seed subtrees (SEEDED) move under
 # results/study/seed{seed}/; extraction, shards and splits are the default run's files, so
-# the study never re-runs them, and a seed's stages get every stage seed set to {seed}
-# (study seed 0 is the default run again, trained a second time).
+# the study never re-runs them, and a seed's stages get every stage seed set to {seed}.
+# The seed the default run's stages share (0) is not trained again: its rows are the default
+# run's own models (DEFAULT_SEED in common_study.smk), so `study` adds two seeds' training.
 #
 # Ablations (lambda, E, freezing, objectives) become config lists on the same target: add
-# e.g. `study.variants: {lambd_0.05: {pretrain: {lambd: 0.05}}}`, put a {variant} level in
+# e.g. `study.variants: {lambd_0.05: {pretrain: {barlow_twins: {lambd: 0.05}}}}`, put a {variant} level in
 # front of seed{seed} in seeded() (common_study.smk), and merge the variant's overrides in seeded_section();
 # study_table1 then gets one table per variant, all against the same test records.
 
@@ -122,8 +123,8 @@ use rule evaluate as study_evaluate with:
 
 rule study_table1:
     input:
-        evaluations=expand(seeded(P["evaluation"]), seed=SEEDS, model=SUPERVISED),
-        predictions=expand(seeded(P["predictions"]), seed=SEEDS, model=SUPERVISED),
+        evaluations=study_files(P["evaluation"]),
+        predictions=study_files(P["predictions"]),
     output:
         md=f"{STUDY}/table1.md",
         csv=f"{STUDY}/table1.csv",

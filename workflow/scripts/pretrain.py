@@ -1,4 +1,4 @@
-"""Rule pretrain: stage-1 Barlow Twins pre-training (pipeline.train.pretrain)."""
+"""Rule pretrain: stage-1 pre-training, objective from config (pipeline.train.pretrain)."""
 
 from pathlib import Path
 

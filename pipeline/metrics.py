@@ -5,6 +5,10 @@ random negative, ties counting one half (Hanley & McNeil 1982). A bootstrap resa
 represented by how often it draws each record (a weight vector), so one sort per label
 serves all resamples: per label and resample block the cost is two gathers and one cumulative
 sum over (resamples x records), with no per-resample sorting and no sklearn call.
+
+Shared by training (model selection, :mod:`pipeline.train.predict`) and evaluation (Table 1),
+so both score the same way; it lives outside both packages so that ``train`` never imports
+``evaluation`` (evaluation depends on train, never the reverse).
 """
 
 from __future__ import annotations
