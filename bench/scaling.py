@@ -21,13 +21,11 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-TRAIN_STAGES = {
-    "pretrain": ("pretrain", "train"),
-    "finetune_diagnoses": ("method_diagnoses", "train"),
-    "finetune_labs": ("method_labs", "train"),
-    "baseline_signal_only": ("signal_only", "train"),
-    "baseline_multimodal_classification": ("multimodal_classification", "train"),
-    "baseline_multimodal_labs": ("multimodal_labs", "train"),
+from pipeline.registry import model_names
+
+# Benchmark file stem -> (model, id list): pretrain, and train_<model> (rule train_model).
+TRAIN_STAGES = {"pretrain": ("pretrain", "train")} | {
+    f"train_{name}": (name, "train") for name in model_names()
 }
 
 

@@ -18,8 +18,9 @@ import torch
 
 from pipeline.data.shard import ShardConfig
 from pipeline.models import build_ecg_encoder
+from pipeline.registry import spec
 from pipeline.train.engine import save_weights
-from pipeline.train.model import SPECS, SupervisedModel, make_head, model_meta
+from pipeline.train.model import SupervisedModel, make_head, model_meta
 from pipeline.train.supervised import StageConfig
 from tests.train_fixtures import model_cfg
 
@@ -50,7 +51,7 @@ def write_model_dir(
     dx_cfg = {**_mlp(encoder.out_dim, len(dx), hidden), "task": "diagnoses", "labels": list(dx)}
     lab_cfg = _mlp(encoder.out_dim, len(labs), hidden)
     model = SupervisedModel(
-        SPECS["method_labs"],
+        spec("method_labs"),
         encoder,
         make_head(lab_cfg),
         lab_cfg,
@@ -60,7 +61,7 @@ def write_model_dir(
     )
     prep = ShardConfig(n_groups=1, shard_size=8, fs_out=100, clip_mv=3.0).preprocessing()
     meta = model_meta(
-        SPECS["method_labs"], model, list(labs), None, StageConfig(), 1, 0.5, None,
+        spec("method_labs"), model, list(labs), None, StageConfig(), 1, 0.5, None,
         prep.with_crops(250, 4).to_dict(),
     )  # fmt: skip
     out = root / "method_labs"

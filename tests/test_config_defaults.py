@@ -77,6 +77,7 @@ SECTIONS: dict[str, Callable[..., Any]] = {
 UNMAPPED = {
     "source": "dataset paths, resolved by the Snakefile",
     "study": "the seed list, expanded by the Snakefile",
+    "model_registry": "plugin module names, exported to jobs by common.smk",
     "model": "a container of the two encoder sections",
 }
 # (class, field): why it has no key in that section.

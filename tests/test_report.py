@@ -12,8 +12,10 @@ import pytest
 from pipeline.evaluation.evaluate import EvalConfig, evaluate_predictions
 from pipeline.evaluation.predictions import label_names_for
 from pipeline.evaluation.report import ReportOutputs, build_report
-from pipeline.evaluation.table1 import MODELS
+from pipeline.registry import model_names
 from pipeline.tracking import TrackingConfig
+
+MODELS = model_names()
 
 N = 240
 DIAG = [f"I{i:02d}" for i in range(9)] + ["Z99"]  # Z99 never positive: skipped

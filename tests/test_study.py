@@ -10,18 +10,16 @@ import pytest
 
 from pipeline.evaluation.evaluate import EvalConfig, evaluate_predictions
 from pipeline.evaluation.study import StudyOutputs, needed_records, study_table
-from pipeline.evaluation.table1 import MODELS
+from pipeline.registry import model_names
 from tests.snakemake_helpers import REPO, planned_rules, snakemake
+
+MODELS = model_names()
 
 TEST_CONFIG = REPO / ".test/config.yaml"
 # Seeds 1 and 2 only: seed 0, the seed of every stage of the default run, is its models.
 STUDY_RULES = {
     "study_pretrain": 2,
-    "study_finetune_diagnoses": 2,
-    "study_finetune_labs": 2,
-    "study_baseline_signal_only": 2,
-    "study_baseline_multimodal_classification": 2,
-    "study_baseline_multimodal_labs": 2,
+    "study_train_model": 10,  # five models x two seeds
     "study_evaluate": 10,
     "study_table1": 1,
     "study": 1,

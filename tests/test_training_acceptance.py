@@ -13,7 +13,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.evaluation.table1 import MODELS
+from pipeline.registry import model_names
+
+MODELS = model_names()
 
 
 @pytest.mark.parametrize("model", MODELS)

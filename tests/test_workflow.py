@@ -28,11 +28,7 @@ SPLIT_DEPENDENT = {
     "stage_ids",
     "select_lab_targets",
     "pretrain",
-    "finetune_diagnoses",
-    "finetune_labs",
-    "baseline_signal_only",
-    "baseline_multimodal_classification",
-    "baseline_multimodal_labs",
+    "train_model",
     "evaluate",
     "report",
     "export_model",
@@ -92,7 +88,7 @@ def test_split_edit_reruns_only_split_dependent_rules(finished_run: Path, tmp_pa
     cfg.write_text(yaml.safe_dump(edited))
     planned = planned_rules(snakemake(finished_run, cfg, "-n"))
     assert set(planned) == SPLIT_DEPENDENT
-    assert planned["evaluate"] == 5
+    assert planned["train_model"] == planned["evaluate"] == 5
 
 
 def test_stage_setting_edit_reruns_that_stage_and_downstream(
@@ -103,8 +99,8 @@ def test_stage_setting_edit_reruns_that_stage_and_downstream(
     cfg = tmp_path / "edited.yaml"
     cfg.write_text(yaml.safe_dump(edited))
     planned = planned_rules(snakemake(finished_run, cfg, "-n"))
-    assert set(planned) == {"finetune_labs", "evaluate", "report", "export_model", "all"}
-    assert planned["evaluate"] == 1
+    assert set(planned) == {"train_model", "evaluate", "report", "export_model", "all"}
+    assert planned["train_model"] == planned["evaluate"] == 1  # method_labs only
 
 
 def test_unused_objective_block_edit_reruns_nothing(finished_run: Path, tmp_path: Path) -> None:
@@ -119,7 +115,7 @@ def test_unused_objective_block_edit_reruns_nothing(finished_run: Path, tmp_path
 
     assert planned("vicreg", "var_weight", 30.0) == {}
     lambd_edit = planned("barlow_twins", "lambd", 0.01)
-    assert {"pretrain", "finetune_diagnoses", "probe"} <= set(lambd_edit)
+    assert {"pretrain", "train_model", "probe"} <= set(lambd_edit)
 
 
 # Skipped only on a developer machine without SLURM; CI (CI=true) installs and starts one,

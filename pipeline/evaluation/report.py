@@ -29,9 +29,10 @@ from pipeline.evaluation.predictions import (
     load_predictions,
 )
 from pipeline.evaluation.probe_report import summary_table
-from pipeline.evaluation.table1 import MODELS, table1_rows, write_table1
+from pipeline.evaluation.table1 import table1_rows, write_table1
 from pipeline.io import atomic_path, write_text_atomic
 from pipeline.metrics import auroc_per_label, gap_bridged, paired_difference
+from pipeline.registry import model_names, models
 from pipeline.tracking import TrackingConfig, parent_run
 
 log = logging.getLogger(__name__)
@@ -205,7 +206,7 @@ def _report_text(
         "| model | labels | evaluated | skipped (a class missing in test targets) |",
         "|---|---|---|---|",
     ]
-    for m in MODELS:
+    for m in model_names():
         e = evaluations[m]
         lines.append(
             f"| {m} | {e['n_labels']} | {e['n_labels_evaluated']} | {e['n_labels_skipped']} |"
@@ -289,7 +290,7 @@ def build_report(
     """Build Table 1 (md/csv/json), the comparisons, the figures and report.md.
 
     Args:
-        evaluations: Model name -> evaluation JSON, for the five supervised models.
+        evaluations: Model name -> evaluation JSON, for every registered model.
         predictions: Model name -> predictions ``.npz`` (alignment checks and figures).
         label_manifest: Diagnosis label manifest (names).
         lab_target_manifest: Lab target manifest (names).
@@ -306,16 +307,15 @@ def build_report(
         ValueError: If a model is missing, an evaluation is stale, or paired models were not
             evaluated on the same records, labels and targets.
     """
-    missing = [m for m in MODELS if m not in evaluations or m not in predictions]
+    specs = models()
+    missing = [m for m in specs if m not in evaluations or m not in predictions]
     if missing:
         raise ValueError(f"the report needs evaluations and predictions of {missing}")
-    preds = {m: load_predictions(Path(predictions[m])) for m in MODELS}
-    evals = {m: load_evaluation(Path(evaluations[m]), m, preds[m], cfg) for m in MODELS}
-    for m, want in zip(
-        MODELS, ("diagnoses", "labs", "diagnoses", "diagnoses", "labs"), strict=True
-    ):
-        if preds[m].task != want:
-            raise ValueError(f"{preds[m].path}: task {preds[m].task!r}, expected {want!r}")
+    preds = {m: load_predictions(Path(predictions[m])) for m in specs}
+    evals = {m: load_evaluation(Path(evaluations[m]), m, preds[m], cfg) for m in specs}
+    for m, spec in specs.items():
+        if preds[m].task != spec.task:
+            raise ValueError(f"{preds[m].path}: task {preds[m].task!r}, expected {spec.task!r}")
     rows = table1_rows(evals)
     comp = jsonable(comparisons(evals, preds))
     names = diagnosis_names(label_manifest) | lab_target_names(lab_target_manifest)

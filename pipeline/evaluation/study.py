@@ -1,4 +1,4 @@
-"""The study's Table 1: the five models trained once per seed, evaluated on one test fold.
+"""The study's Table 1: the registered models trained once per seed, evaluated on one test fold.
 
 Every seed's models are evaluated on the same study_id-sorted test records with the same
 bootstrap seed, so resample ``b`` draws the same records for every (seed, model): paired
@@ -23,9 +23,9 @@ from scipy.stats import norm
 from pipeline.evaluation.evaluate import CI_METHOD, EvalConfig, jsonable
 from pipeline.evaluation.predictions import Predictions, check_paired, load_predictions
 from pipeline.evaluation.report import PAIRS, load_evaluation, macro_point_and_boot
-from pipeline.evaluation.table1 import MODELS
 from pipeline.io import atomic_path, write_text_atomic
 from pipeline.metrics import Estimate, gap_bridged, percentile_interval
+from pipeline.registry import model_names
 
 PAPER_EFFECT = 0.027  # method - signal-only macro AUROC on real MIMIC (0.795 - 0.768)
 POWER = 0.8
@@ -72,15 +72,16 @@ def _load(
     """Evaluations per seed and model, after checking every pair shares records and targets."""
     out: dict[int, dict[str, dict[str, Any]]] = {}
     first: dict[str, Predictions] = {}
+    names = model_names()
     for seed, per_model in evaluations.items():
-        missing = [m for m in MODELS if m not in per_model or m not in predictions[seed]]
+        missing = [m for m in names if m not in per_model or m not in predictions[seed]]
         if missing:
             raise ValueError(f"study seed {seed}: evaluations or predictions of {missing} missing")
-        preds = {m: load_predictions(Path(predictions[seed][m])) for m in MODELS}
-        for m in MODELS:
+        preds = {m: load_predictions(Path(predictions[seed][m])) for m in names}
+        for m in names:
             ref = first.setdefault(preds[m].task, preds[m])
             check_paired(ref, preds[m])  # same records, labels, targets for every seed
-        out[seed] = {m: load_evaluation(Path(per_model[m]), m, preds[m], cfg) for m in MODELS}
+        out[seed] = {m: load_evaluation(Path(per_model[m]), m, preds[m], cfg) for m in names}
     return out
 
 
@@ -90,10 +91,10 @@ def _est(e: Estimate) -> dict[str, Any]:
 
 def study_summary(evals: Mapping[int, Mapping[str, Mapping[str, Any]]]) -> dict[str, Any]:
     """Per-seed, mean +- sd and pooled values of the macro AUROCs and the comparisons."""
-    seeds = sorted(evals)
-    macro = {s: {m: macro_point_and_boot(evals[s][m]) for m in MODELS} for s in seeds}
+    seeds, names = sorted(evals), model_names()
+    macro = {s: {m: macro_point_and_boot(evals[s][m]) for m in names} for s in seeds}
     models = {}
-    for m in MODELS:
+    for m in names:
         points = [macro[s][m][0] for s in seeds]
         models[m] = {
             "per_seed": {str(s): _est(percentile_interval(*macro[s][m])) for s in seeds},
@@ -101,7 +102,7 @@ def study_summary(evals: Mapping[int, Mapping[str, Mapping[str, Any]]]) -> dict[
             "sd": float(np.std(points, ddof=1)) if len(points) > 1 else None,
         }
     comps: dict[str, Any] = {}
-    n_test = int(evals[seeds[0]][MODELS[0]]["n_records"])
+    n_test = int(evals[seeds[0]][names[0]]["n_records"])
     for a, b in PAIRS:
         diffs = [(macro[s][a][0] - macro[s][b][0], macro[s][a][1] - macro[s][b][1]) for s in seeds]
         pooled = _pooled(diffs)
@@ -264,7 +265,7 @@ def study_table(
     """Write the study's Table 1 (md, csv, json) from every seed's evaluations.
 
     Args:
-        evaluations: Seed -> model -> evaluation JSON (the five supervised models).
+        evaluations: Seed -> model -> evaluation JSON (every registered model).
         predictions: Seed -> model -> predictions ``.npz`` (pairing checks).
         outputs: Where to write.
         cfg: The ``evaluate`` settings every evaluation must have used.

@@ -11,18 +11,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.io import atomic_path, write_text_atomic
-
-# Reference values: macro AUROC (95% CI where published) on real MIMIC data, PROTOCOL.md.
-Reference = tuple[float, float | None, float | None]
-
-# The five supervised models the report needs (keys of SUPERVISED in common.smk).
-MODELS = (
-    "method_diagnoses",
-    "method_labs",
-    "signal_only",
-    "multimodal_classification",
-    "multimodal_labs",
-)
+from pipeline.registry import ModelSpec, Reference, Table1Row, model_names, models
 
 
 @dataclass(frozen=True)
@@ -38,44 +27,28 @@ class Approach:
     reference_labs: Reference | None
 
 
-APPROACHES = (
-    Approach(
-        title="Supervised signal-only (S4)",
-        inference="ECG",
-        training="ECG, diagnoses",
-        diagnoses_model="signal_only",
-        labs_model=None,
-        reference_diagnoses=(0.768, 0.764, 0.772),
-        reference_labs=None,
-    ),
-    Approach(
-        title="Multimodal lab prediction (ECG + routine)",
-        inference="ECG + routine clinical data",
-        training="ECG, routine clinical data, lab values",
-        diagnoses_model=None,
-        labs_model="multimodal_labs",
-        reference_diagnoses=None,
-        reference_labs=(0.762, None, None),
-    ),
-    Approach(
-        title="Multimodal classification (ECG + routine + labs)",
-        inference="ECG + routine clinical data + lab values",
-        training="ECG, routine clinical data, lab values, diagnoses",
-        diagnoses_model="multimodal_classification",
-        labs_model=None,
-        reference_diagnoses=(0.826, 0.822, 0.829),
-        reference_labs=None,
-    ),
-    Approach(
-        title="Three-stage method (ECG only at inference)",
-        inference="ECG",
-        training="ECG, routine clinical data, lab values (pre-training), diagnoses, lab values",
-        diagnoses_model="method_diagnoses",
-        labs_model="method_labs",
-        reference_diagnoses=(0.795, None, None),
-        reference_labs=(0.701, None, None),
-    ),
-)
+def approaches() -> list[Approach]:
+    """Table 1's rows from the model registry: one per Table1Row, in its order, with the
+    diagnoses and labs cells of the models that name it."""
+    rows: dict[Table1Row, dict[str, ModelSpec]] = {}
+    for spec in models().values():
+        if spec.row is not None:
+            rows.setdefault(spec.row, {})[spec.task] = spec
+    out = []
+    for row, cells in sorted(rows.items(), key=lambda item: item[0].order):
+        diag, labs = cells.get("diagnoses"), cells.get("labs")
+        out.append(
+            Approach(
+                title=row.title,
+                inference=row.inference,
+                training=row.training,
+                diagnoses_model=None if diag is None else diag.name,
+                labs_model=None if labs is None else labs.name,
+                reference_diagnoses=None if diag is None else diag.reference,
+                reference_labs=None if labs is None else labs.reference,
+            )
+        )
+    return out
 
 
 def _cell(summary: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -99,11 +72,11 @@ def _reference(ref: Reference | None) -> dict[str, float | None] | None:
 
 def table1_rows(evaluations: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Rows of Table 1 from the per-model evaluation summaries (keyed by model name)."""
-    missing = [m for m in MODELS if m not in evaluations]
+    missing = [m for m in model_names() if m not in evaluations]
     if missing:
         raise ValueError(f"Table 1 needs the evaluations of {missing}")
     rows = []
-    for a in APPROACHES:
+    for a in approaches():
         rows.append(
             {
                 "approach": a.title,

@@ -1,4 +1,4 @@
-"""The five supervised models: specs, construction, and reloading from a model directory.
+"""The supervised models (pipeline.registry): construction, and reloading from a model directory.
 
 A model directory holds ``model.safetensors`` (every weight: ``encoder.*``, ``tab_encoder.*``,
 ``head.*`` and, for method_labs, ``diagnosis_head.*``) and ``model.json`` with everything
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from safetensors.torch import load_file
@@ -27,41 +27,11 @@ from pipeline.models import (
     build_tabular_encoder,
     ecg_encoder_config,
 )
+from pipeline.registry import ModelSpec, architecture
 from pipeline.train.data import Batch
 from pipeline.train.heads import normalised
 from pipeline.train.stage_config import StageConfig
 from pipeline.train.tabular import TabularPreprocessor, tabular_encoder_meta
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What distinguishes the supervised models.
-
-    Attributes:
-        name: model name (the rule's wildcard).
-        task: "diagnoses" or "labs".
-        init: "pretrain" (stage-1 encoder), "method_diagnoses" (stage-2 model) or None.
-        tabular: feature group fed to a tabular encoder ("all", "routine") or None.
-        head: "mlp" (MLPHead) or "linear" (late fusion with one linear layer, MDS-ED).
-    """
-
-    name: str
-    task: Literal["diagnoses", "labs"]
-    init: Literal["pretrain", "method_diagnoses"] | None
-    tabular: Literal["all", "routine"] | None
-    head: Literal["mlp", "linear"]
-
-
-SPECS: dict[str, ModelSpec] = {
-    s.name: s
-    for s in (
-        ModelSpec("method_diagnoses", "diagnoses", "pretrain", None, "mlp"),
-        ModelSpec("method_labs", "labs", "method_diagnoses", None, "mlp"),
-        ModelSpec("signal_only", "diagnoses", None, None, "mlp"),
-        ModelSpec("multimodal_classification", "diagnoses", None, "all", "linear"),
-        ModelSpec("multimodal_labs", "labs", None, "routine", "linear"),
-    )
-}
 
 
 class SupervisedModel(nn.Module):
@@ -138,9 +108,9 @@ def build_supervised(
 ) -> SupervisedModel:
     """A fresh or initialised model for ``spec`` with its freezing applied."""
     dropout = float(model_cfg["ecg_encoder"]["dropout"])
-    if spec.init == "method_diagnoses":
+    if spec.init not in (None, "pretrain"):
         if init_dir is None:
-            raise ValueError("method_labs needs the method_diagnoses model directory")
+            raise ValueError(f"{spec.name} needs the {spec.init} model directory")
         base, _ = load_supervised(Path(init_dir))
         encoder, diag_head = base.encoder, base.head
         for p in diag_head.parameters():
@@ -219,7 +189,7 @@ def model_meta(
         heads["diagnosis_head"] = model.diagnosis_head_cfg
     return {
         "model": spec.name,
-        "spec": asdict(spec),
+        "spec": architecture(spec),
         "task": spec.task,
         "labels": names,
         "ecg_encoder": ecg_encoder_config(model.encoder),

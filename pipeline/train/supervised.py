@@ -26,6 +26,7 @@ from torch import nn
 
 from pipeline.data.preprocessing import training_preprocessing
 from pipeline.io import atomic_path
+from pipeline.registry import spec as registered_spec
 from pipeline.tracking import TrackingConfig, stage_run
 from pipeline.train.checkpoint import CheckpointSpec, checkpoint_key
 from pipeline.train.data import (
@@ -56,7 +57,6 @@ from pipeline.train.head_init import (
     training_summary,
 )
 from pipeline.train.model import (
-    SPECS,
     ModelSpec,
     SupervisedModel,
     build_supervised,
@@ -144,8 +144,7 @@ def train_supervised(
     """Train one supervised model, write its model directory and test predictions.
 
     Args:
-        kind: one of ``SPECS`` (method_diagnoses, method_labs, signal_only,
-            multimodal_classification, multimodal_labs).
+        kind: a registered model name (:func:`pipeline.registry.model_names`).
         inputs: files to read (see :class:`SupervisedInputs`).
         model_dir: model.safetensors, model.json, history.tsv (written atomically).
         predictions: the test predictions npz.
@@ -154,9 +153,7 @@ def train_supervised(
         checkpoint_dir: where the resume checkpoint lives (None: no resume).
         threads: the rule's threads; on_epoch_end: per-epoch callback (tests).
     """
-    if kind not in SPECS:
-        raise ValueError(f"unknown model {kind!r}; expected one of {sorted(SPECS)}")
-    spec = SPECS[kind]
+    spec = registered_spec(kind)
     device = setup_runtime(train_cfg, threads, cfg.seed)
     store = open_store(inputs.shard_index)
     ids = {p: read_ids(getattr(inputs, f"{p}_ids")) for p in ("train", "val", "test")}

@@ -6,6 +6,9 @@ from pathlib import Path
 import yaml
 from snakemake.exceptions import WorkflowError
 
+from pipeline.registry import PLUGINS_ENV, plugin_modules
+from pipeline.registry import models as registered_models
+
 # Rule scripts import `pipeline` from the repository root even where it is not
 # pip-installed (e.g. --sdm conda envs). We set, not require, this variable, and every job
 # (local or SLURM) re-evaluates this file, so no envvars assertion applies.
@@ -43,14 +46,13 @@ TABLE_RELPATH = {"record_list": "record_list.csv"} | {
     t: f"ed/{t}.csv.gz" for t in ("edstays", "triage", "vitalsign", "diagnosis")
 }
 
-SUPERVISED = {
-    # model name: (task, stage rule)
-    "method_diagnoses": "diagnoses",
-    "method_labs": "labs",
-    "signal_only": "diagnoses",
-    "multimodal_classification": "diagnoses",
-    "multimodal_labs": "labs",
-}
+# The supervised models (pipeline/registry.py): one train_model and one evaluate job each.
+# Plugin modules from config reach every job (local or SLURM) through the environment,
+# like PYTHONPATH above, so scripts see the same registry as the DAG.
+_plugins = [*plugin_modules(), *config["model_registry"]["plugins"]]
+os.environ[PLUGINS_ENV] = ",".join(dict.fromkeys(_plugins))
+MODELS = registered_models()
+SUPERVISED = {name: spec.task for name, spec in MODELS.items()}  # model -> task
 
 P = {
     # synthetic cohort (only with source.synthetic) and its ground truth
@@ -129,6 +131,32 @@ def source_path(table):
 
 def ids(part):
     return P["ids"].format(part=part)
+
+
+# What each task trains on: targets and their names.
+TASK_TARGETS = {
+    "diagnoses": {"targets": P["labels"], "target_names": P["label_manifest"]},
+    "labs": {"targets": P["lab_targets"], "target_names": P["lab_targets_selected"]},
+}
+
+
+def training_inputs(wildcards):
+    """train_model's named inputs (SupervisedInputs' fields) from the model's registry
+    entry: the task's targets, the tabular features where it has any, and the model
+    directory its encoder starts from where it does not start from scratch."""
+    spec = MODELS[wildcards.model]
+    inputs = {
+        "shard_index": P["shard_index"],
+        **{f"{part}_ids": ids(part) for part in ("train", "val", "test")},
+        **TASK_TARGETS[spec.task],
+    }
+    if spec.tabular is not None:
+        inputs |= {"features": P["features"], "feature_manifest": P["feature_manifest"]}
+    if spec.init == "pretrain":
+        inputs["init_dir"] = P["pretrain_dir"]
+    elif spec.init is not None:
+        inputs["init_dir"] = P["model_dir"].format(model=spec.init)
+    return inputs
 
 
 def shard_groups():

@@ -17,19 +17,13 @@ def probe_ground_truth():
 STUDY = f"{R}/study"
 SEEDS = config["study"]["seeds"]
 SEEDED = ("models", "predictions", "evaluation", "checkpoints", "logs", "benchmarks")
-STAGE_SECTIONS = {
-    "pretrain": "pretrain",
-    "finetune_diagnoses": "finetune_diagnoses",
-    "finetune_labs": "finetune_labs",
-    "baseline_signal_only": "baselines",
-    "baseline_multimodal_classification": "baselines",
-    "baseline_multimodal_labs": "baselines",
-}
+# Config sections of the training stages: pretrain's and each registered model's.
+STAGE_SECTIONS = {"pretrain"} | {spec.section for spec in MODELS.values()}
 
 
 def _default_seed():
     """The seed all training stages of the default run share, or None where they differ."""
-    seeds = {config[name]["seed"] for name in set(STAGE_SECTIONS.values())}
+    seeds = {config[name]["seed"] for name in STAGE_SECTIONS}
     return seeds.pop() if len(seeds) == 1 else None
 
 
@@ -68,20 +62,26 @@ def seeded_benchmark(rule_name):
     return None if bench is None else seeded(bench)
 
 
-def seeded_section(rule_name):
-    """The stage's config section with its seed replaced by the study seed."""
-    name = STAGE_SECTIONS[rule_name]
+def seeded_section(name):
+    """Config section ``name`` (a training stage's) with its seed replaced by the study seed."""
     base = pretrain_section() if name == "pretrain" else section(name)
     return lambda wildcards: {**base, "seed": int(wildcards.seed)}
 
 
-def seeded_checkpoints(model):
-    return lambda wildcards: f"{STUDY}/seed{wildcards.seed}/checkpoints/{model}"
+def seeded_model_section(wildcards):
+    """study_train_model's stage params: the model's config section, seed set to {seed}."""
+    name = MODELS[wildcards.model].section
+    return seeded_section(name)(wildcards)
 
 
-def study_model(model):
-    return seeded(P["model_dir"].format(model=model))
+def seeded_training_inputs(wildcards):
+    """training_inputs with the per-seed ones (models/) moved under the seed's directory."""
+    return {
+        name: seeded(path).format(seed=wildcards.seed)
+        for name, path in training_inputs(wildcards).items()
+    }
 
 
-def study_predictions(model):
-    return seeded(P["predictions"].format(model=model))
+def seeded_checkpoints(model=None):
+    """The per-seed checkpoint directory of ``model`` (None: the job's {model} wildcard)."""
+    return lambda wc: f"{STUDY}/seed{wc.seed}/checkpoints/{model or wc.model}"

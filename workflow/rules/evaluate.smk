@@ -1,4 +1,4 @@
-# Evaluation of the five supervised models on the test fold, then Table 1 and the report.
+# Evaluation of every registered model (pipeline/registry.py) on the test fold, then Table 1 and the report.
 # MLflow is only written to (child run per evaluation, the parent run for the report).
 
 

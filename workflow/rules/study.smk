@@ -1,4 +1,4 @@
-# `snakemake study`: every training stage (pretrain and the five supervised models) and
+# `snakemake study`: every training stage (pretrain and every registered model) and
 # their evaluation, repeated for each seed in study.seeds, then one Table 1 over the seeds
 # (results/study/table1.md: per-seed values, mean +- sd, pooled paired differences, gap
 # bridged, and the test-fold size an effect of the paper's size needs). Not part of `all`.
@@ -34,79 +34,19 @@ use rule pretrain as study_pretrain with:
         checkpoint_dir=seeded_checkpoints("pretrain"),
 
 
-use rule finetune_diagnoses as study_finetune_diagnoses with:
+use rule train_model as study_train_model with:
     input:
-        **seeded_inputs("finetune_diagnoses"),
+        unpack(seeded_training_inputs),
     output:
-        model_dir=directory(study_model("method_diagnoses")),
-        predictions=study_predictions("method_diagnoses"),
+        model_dir=directory(seeded(P["model_dir"])),
+        predictions=seeded(P["predictions"]),
     log:
-        seeded(log("finetune_diagnoses")),
+        seeded(log("train_{model}")),
     benchmark:
-        seeded_benchmark("finetune_diagnoses")
+        seeded_benchmark("train_model")
     params:
-        stage=seeded_section("finetune_diagnoses"),
-        checkpoint_dir=seeded_checkpoints("method_diagnoses"),
-
-
-use rule finetune_labs as study_finetune_labs with:
-    input:
-        **seeded_inputs("finetune_labs"),
-    output:
-        model_dir=directory(study_model("method_labs")),
-        predictions=study_predictions("method_labs"),
-    log:
-        seeded(log("finetune_labs")),
-    benchmark:
-        seeded_benchmark("finetune_labs")
-    params:
-        stage=seeded_section("finetune_labs"),
-        checkpoint_dir=seeded_checkpoints("method_labs"),
-
-
-use rule baseline_signal_only as study_baseline_signal_only with:
-    input:
-        **seeded_inputs("baseline_signal_only"),
-    output:
-        model_dir=directory(study_model("signal_only")),
-        predictions=study_predictions("signal_only"),
-    log:
-        seeded(log("baseline_signal_only")),
-    benchmark:
-        seeded_benchmark("baseline_signal_only")
-    params:
-        stage=seeded_section("baseline_signal_only"),
-        checkpoint_dir=seeded_checkpoints("signal_only"),
-
-
-use rule baseline_multimodal_classification as study_baseline_multimodal_classification with:
-    input:
-        **seeded_inputs("baseline_multimodal_classification"),
-    output:
-        model_dir=directory(study_model("multimodal_classification")),
-        predictions=study_predictions("multimodal_classification"),
-    log:
-        seeded(log("baseline_multimodal_classification")),
-    benchmark:
-        seeded_benchmark("baseline_multimodal_classification")
-    params:
-        stage=seeded_section("baseline_multimodal_classification"),
-        checkpoint_dir=seeded_checkpoints("multimodal_classification"),
-
-
-use rule baseline_multimodal_labs as study_baseline_multimodal_labs with:
-    input:
-        **seeded_inputs("baseline_multimodal_labs"),
-    output:
-        model_dir=directory(study_model("multimodal_labs")),
-        predictions=study_predictions("multimodal_labs"),
-    log:
-        seeded(log("baseline_multimodal_labs")),
-    benchmark:
-        seeded_benchmark("baseline_multimodal_labs")
-    params:
-        stage=seeded_section("baseline_multimodal_labs"),
-        checkpoint_dir=seeded_checkpoints("multimodal_labs"),
+        stage=seeded_model_section,
+        checkpoint_dir=seeded_checkpoints(),
 
 
 use rule evaluate as study_evaluate with:

@@ -1,0 +1,217 @@
+"""The supervised models, in one table that the workflow, training, Table 1 and the report read.
+
+Each :class:`ModelSpec` says everything that distinguishes a model: the task it is trained
+on, where its ECG encoder comes from, which tabular features it sees, its head, objective
+and freezing, the config section its training settings come from, and its Table 1 row.
+``workflow/rules/train.smk`` derives one ``train_model`` job per entry from it, the
+``evaluate`` and ``report`` rules expand over it, and Table 1 builds its rows from it, so a
+model is added by adding one entry.
+
+Extension point: modules named in the environment variable ``ECG_EXPLAIN_MODEL_PLUGINS``
+(comma-separated import paths) are imported and their ``MODELS`` (a sequence of ModelSpec)
+appended after the built-in ones. The workflow sets this variable from the config key
+``model_registry.plugins``, so every job (local or SLURM) sees the same table. This module
+imports neither torch nor snakemake: the Snakefile reads it while building the DAG.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+PLUGINS_ENV = "ECG_EXPLAIN_MODEL_PLUGINS"
+
+Task = Literal["diagnoses", "labs"]
+Section = Literal["finetune_diagnoses", "finetune_labs", "baselines"]
+# Macro AUROC (95% CI where published) on real MIMIC data, PROTOCOL.md.
+Reference = tuple[float, float | None, float | None]
+
+
+@dataclass(frozen=True)
+class Table1Row:
+    """One approach (row) of Table 1; the models naming it fill its diagnoses/labs cells.
+
+    Attributes:
+        title: the approach column.
+        inference: what the approach needs at inference.
+        training: what it needs in training.
+        order: rows are sorted by it (the paper's order for the built-in rows).
+    """
+
+    title: str
+    inference: str
+    training: str
+    order: int
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One supervised model.
+
+    Attributes:
+        name: model name (the ``{model}`` wildcard, results/models/<name>).
+        task: "diagnoses" (ICD-10 labels) or "labs" (lab-abnormality targets).
+        init: where the ECG encoder starts: None (from scratch), "pretrain" (the stage-1
+            encoder) or the name of another registered model (its encoder and head).
+        tabular: feature group fed to a tabular encoder ("all", "routine") or None.
+        head: "mlp" (MLPHead) or "linear" (late fusion with one linear layer, MDS-ED).
+        section: config section with the model's training settings.
+        objective: the training loss (documentation; the trainer uses BCE for both tasks).
+        freezing: what stays frozen (documentation; set by the section's freeze_* keys).
+        row: its Table 1 row.
+        reference: the paper's value for this model's cell of Table 1, or None.
+        teacher: a model to distil from (reserved; no model uses one yet).
+    """
+
+    name: str
+    task: Task
+    init: str | None
+    tabular: Literal["all", "routine"] | None
+    head: Literal["mlp", "linear"]
+    section: Section = "baselines"
+    objective: str = "masked multi-label BCE"
+    freezing: str = "none"
+    row: Table1Row | None = None
+    reference: Reference | None = None
+    teacher: str | None = None
+
+
+_SIGNAL_ONLY = Table1Row("Supervised signal-only (S4)", "ECG", "ECG, diagnoses", 0)
+_MM_LABS = Table1Row(
+    "Multimodal lab prediction (ECG + routine)",
+    "ECG + routine clinical data",
+    "ECG, routine clinical data, lab values",
+    1,
+)
+_MM_CLASSIFICATION = Table1Row(
+    "Multimodal classification (ECG + routine + labs)",
+    "ECG + routine clinical data + lab values",
+    "ECG, routine clinical data, lab values, diagnoses",
+    2,
+)
+_METHOD = Table1Row(
+    "Three-stage method (ECG only at inference)",
+    "ECG",
+    "ECG, routine clinical data, lab values (pre-training), diagnoses, lab values",
+    3,
+)
+
+BUILTIN: tuple[ModelSpec, ...] = (
+    # stage 2: the stage-1 encoder, first k blocks frozen, new MLP head over diagnoses
+    ModelSpec(
+        "method_diagnoses",
+        "diagnoses",
+        "pretrain",
+        None,
+        "mlp",
+        section="finetune_diagnoses",
+        freezing="first finetune_diagnoses.freeze_blocks encoder blocks",
+        row=_METHOD,
+        reference=(0.795, None, None),
+    ),
+    # stage 3: a lab head on the stage-2 encoder; the model file keeps the diagnosis head,
+    # so both come from one embedding
+    ModelSpec(
+        "method_labs",
+        "labs",
+        "method_diagnoses",
+        None,
+        "mlp",
+        section="finetune_labs",
+        freezing="encoder (finetune_labs.freeze_encoder) and the diagnosis head",
+        row=_METHOD,
+        reference=(0.701, None, None),
+    ),
+    # baseline: S4 from scratch on the ECG alone, diagnoses
+    ModelSpec(
+        "signal_only",
+        "diagnoses",
+        None,
+        None,
+        "mlp",
+        row=_SIGNAL_ONLY,
+        reference=(0.768, 0.764, 0.772),
+    ),
+    # baseline: ECG + all tabular features, late fusion with one linear layer, diagnoses
+    ModelSpec(
+        "multimodal_classification",
+        "diagnoses",
+        None,
+        "all",
+        "linear",
+        row=_MM_CLASSIFICATION,
+        reference=(0.826, 0.822, 0.829),
+    ),
+    # baseline: ECG + routine tabular features (no labs), lab targets
+    ModelSpec(
+        "multimodal_labs",
+        "labs",
+        None,
+        "routine",
+        "linear",
+        row=_MM_LABS,
+        reference=(0.762, None, None),
+    ),
+)
+
+
+def architecture(spec: ModelSpec) -> dict[str, str | None]:
+    """The fields that rebuild the modules (model.json's ``spec``; the rest is workflow)."""
+    return {k: getattr(spec, k) for k in ("name", "task", "init", "tabular", "head")}
+
+
+def plugin_modules() -> tuple[str, ...]:
+    """The plugin module names in ``ECG_EXPLAIN_MODEL_PLUGINS``, in order."""
+    raw = os.environ.get(PLUGINS_ENV, "")
+    return tuple(name.strip() for name in raw.split(",") if name.strip())
+
+
+def models() -> Mapping[str, ModelSpec]:
+    """Model name -> spec: the built-in models, then those of the plugin modules."""
+    return _load(plugin_modules())
+
+
+@lru_cache(maxsize=8)
+def _load(modules: tuple[str, ...]) -> Mapping[str, ModelSpec]:
+    specs: list[ModelSpec] = list(BUILTIN)
+    for module in modules:
+        extra: Sequence[ModelSpec] = importlib.import_module(module).MODELS
+        specs.extend(extra)
+    table: dict[str, ModelSpec] = {}
+    for spec in specs:
+        if spec.name in table:
+            raise ValueError(f"model {spec.name!r} registered twice ({PLUGINS_ENV}?)")
+        table[spec.name] = spec
+    for spec in specs:
+        _check(spec, table)
+    return table
+
+
+def _check(spec: ModelSpec, table: Mapping[str, ModelSpec]) -> None:
+    """Reject entries the workflow could not wire (unknown init or teacher, odd names)."""
+    if not spec.name.isidentifier() or spec.name == "pretrain":
+        raise ValueError(f"model name {spec.name!r}: must be an identifier, not 'pretrain'")
+    for field, ref in (("init", spec.init), ("teacher", spec.teacher)):
+        if ref not in (None, "pretrain", *table) or ref == spec.name:
+            raise ValueError(f"model {spec.name!r}: {field} {ref!r} is not a registered model")
+
+
+def model_names() -> tuple[str, ...]:
+    """The registered model names, built-in first."""
+    return tuple(models())
+
+
+def spec(name: str) -> ModelSpec:
+    """The spec of model ``name``.
+
+    Raises:
+        ValueError: If no such model is registered.
+    """
+    table = models()
+    if name not in table:
+        raise ValueError(f"unknown model {name!r}; expected one of {sorted(table)}")
+    return table[name]

@@ -1,0 +1,104 @@
+"""One table of models (pipeline/registry.py): one training rule, and a model added by a
+plugin module (config model_registry.plugins) is trained, evaluated and reported."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.evaluation.report import ReportOutputs, build_report
+from pipeline.registry import BUILTIN, PLUGINS_ENV, model_names, spec
+from tests.snakemake_helpers import REPO, planned_rules, snakemake, write_config
+from tests.test_report import CFG, DIAG, LABS, _targets, evaluate_all
+
+TEST_CONFIG = REPO / ".test/config.yaml"
+PLUGIN = "tests.model_plugin"
+EXTRA = "signal_only_labs"
+
+
+def _dry_run(workdir: Path, *config: str) -> tuple[dict[str, int], str]:
+    cfg = write_config(workdir / "override.yaml", TEST_CONFIG.read_text(), config)
+    proc = snakemake(workdir, cfg, "-n")
+    return planned_rules(proc), proc.stdout + proc.stderr
+
+
+def test_one_training_rule_for_the_five_models(tmp_path: Path) -> None:
+    planned, _ = _dry_run(tmp_path)
+    assert planned["train_model"] == planned["evaluate"] == len(BUILTIN) == 5
+    old = ("finetune", "baseline")
+    assert not [rule for rule in planned if rule.startswith(old)]
+
+
+def test_plugin_model_enters_the_dag(tmp_path: Path) -> None:
+    planned, text = _dry_run(tmp_path, "model_registry:", f"  plugins: [{PLUGIN}]")
+    assert planned["train_model"] == planned["evaluate"] == 6
+    assert f"model={EXTRA}" in text
+    assert f"results/models/{EXTRA}" in text and f"results/evaluation/{EXTRA}.json" in text
+
+
+def test_plugin_models_follow_the_builtin_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    builtin = tuple(m.name for m in BUILTIN)
+    assert model_names() == builtin
+    monkeypatch.setenv(PLUGINS_ENV, PLUGIN)
+    assert model_names() == (*builtin, EXTRA) and spec(EXTRA).init is None
+    with pytest.raises(ValueError, match="unknown model"):
+        spec("no_such_model")
+
+
+def _world(root: Path) -> dict[str, Path]:
+    """A predictions file per registered model (scores informative to varying degrees)."""
+    rng = np.random.default_rng(1)
+    study_id = rng.choice(10**8, size=len(_targets(np.random.default_rng(0))[0]), replace=False)
+    diag, labs = _targets(np.random.default_rng(0))
+    paths = {}
+    for i, model in enumerate(model_names()):
+        task = spec(model).task
+        target = labs if task == "labs" else diag
+        logit = (1 + i % 3) * np.nan_to_num(target, nan=0.5) + rng.normal(size=target.shape)
+        paths[model] = root / "predictions" / f"{model}.npz"
+        paths[model].parent.mkdir(parents=True, exist_ok=True)
+        np.savez(
+            paths[model],
+            study_id=study_id.astype(np.int64),
+            prob=(1 / (1 + np.exp(-logit))).astype(np.float32),
+            target=target,
+            labels=np.array(LABS if task == "labs" else DIAG),
+            task=np.array(task),
+        )
+    return paths
+
+
+def test_plugin_model_in_table1_and_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The plugin is the environment variable the workflow sets from model_registry.plugins.
+    monkeypatch.setenv(PLUGINS_ENV, PLUGIN)
+    preds = _world(tmp_path)
+    (tmp_path / "label_manifest.tsv").write_text(
+        "code\tdescription\tcount\n" + "".join(f"{c}\tDiagnosis {c}\t10\n" for c in DIAG)
+    )
+    (tmp_path / "lab_target_manifest.tsv").write_text(
+        "target\tlab\tfluid\tdirection\tthreshold\tn_events\tn_pos\tn_neg\n"
+        + "".join(
+            f"{t}\t{t.rsplit('_', 1)[0]}\tBlood\t{t.rsplit('_', 1)[1]}\t1.0\t500\t50\t450\n"
+            for t in LABS
+        )
+    )
+    evals = evaluate_all(tmp_path, preds, None)
+    outputs = ReportOutputs(*(tmp_path / n for n in ("t1.md", "t1.csv", "t1.json", "r.md", "p")))
+    build_report(
+        evals,
+        preds,
+        tmp_path / "label_manifest.tsv",
+        tmp_path / "lab_target_manifest.tsv",
+        outputs,
+        CFG,
+    )
+    rows = json.loads(outputs.table1_json.read_text())["rows"]
+    assert len(rows) == 5
+    assert rows[-1]["approach"] == "Supervised signal-only lab prediction (S4)"
+    assert rows[-1]["labs"]["model"] == EXTRA and rows[-1]["diagnoses"] is None
+    report = outputs.report_md.read_text()
+    assert "Supervised signal-only lab prediction (S4)" in report
+    assert f"| {EXTRA} |" in report  # the labels-evaluated table lists every model
