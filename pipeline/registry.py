@@ -65,6 +65,7 @@ class ModelSpec:
         row: its Table 1 row.
         reference: the paper's value for this model's cell of Table 1, or None.
         teacher: a model to distil from (reserved; no model uses one yet).
+        doc: what the model is, in a sentence (the entry's docstring).
     """
 
     name: str
@@ -78,6 +79,7 @@ class ModelSpec:
     row: Table1Row | None = None
     reference: Reference | None = None
     teacher: str | None = None
+    doc: str = ""
 
 
 _SIGNAL_ONLY = Table1Row("Supervised signal-only (S4)", "ECG", "ECG, diagnoses", 0)
@@ -101,7 +103,6 @@ _METHOD = Table1Row(
 )
 
 BUILTIN: tuple[ModelSpec, ...] = (
-    # stage 2: the stage-1 encoder, first k blocks frozen, new MLP head over diagnoses
     ModelSpec(
         "method_diagnoses",
         "diagnoses",
@@ -112,9 +113,8 @@ BUILTIN: tuple[ModelSpec, ...] = (
         freezing="first finetune_diagnoses.freeze_blocks encoder blocks",
         row=_METHOD,
         reference=(0.795, None, None),
+        doc="Stage 2: the stage-1 encoder, first k blocks frozen, a new MLP head over diagnoses.",
     ),
-    # stage 3: a lab head on the stage-2 encoder; the model file keeps the diagnosis head,
-    # so both come from one embedding
     ModelSpec(
         "method_labs",
         "labs",
@@ -125,8 +125,11 @@ BUILTIN: tuple[ModelSpec, ...] = (
         freezing="encoder (finetune_labs.freeze_encoder) and the diagnosis head",
         row=_METHOD,
         reference=(0.701, None, None),
+        doc=(
+            "Stage 3: a lab head on the stage-2 encoder; the model file keeps the diagnosis"
+            " head, so both come from one embedding."
+        ),
     ),
-    # baseline: S4 from scratch on the ECG alone, diagnoses
     ModelSpec(
         "signal_only",
         "diagnoses",
@@ -135,8 +138,8 @@ BUILTIN: tuple[ModelSpec, ...] = (
         "mlp",
         row=_SIGNAL_ONLY,
         reference=(0.768, 0.764, 0.772),
+        doc="Baseline: S4 from scratch on the ECG alone, diagnoses.",
     ),
-    # baseline: ECG + all tabular features, late fusion with one linear layer, diagnoses
     ModelSpec(
         "multimodal_classification",
         "diagnoses",
@@ -145,8 +148,8 @@ BUILTIN: tuple[ModelSpec, ...] = (
         "linear",
         row=_MM_CLASSIFICATION,
         reference=(0.826, 0.822, 0.829),
+        doc="Baseline: ECG + all tabular features, late fusion with one linear layer, diagnoses.",
     ),
-    # baseline: ECG + routine tabular features (no labs), lab targets
     ModelSpec(
         "multimodal_labs",
         "labs",
@@ -155,6 +158,7 @@ BUILTIN: tuple[ModelSpec, ...] = (
         "linear",
         row=_MM_LABS,
         reference=(0.762, None, None),
+        doc="Baseline: ECG + routine tabular features (no labs), late fusion, lab targets.",
     ),
 )
 

@@ -48,6 +48,27 @@ def test_plugin_models_follow_the_builtin_ones(monkeypatch: pytest.MonkeyPatch) 
         spec("no_such_model")
 
 
+@pytest.mark.parametrize(
+    ("entry", "error"),
+    [
+        ('ModelSpec("signal_only", "diagnoses", None, None, "mlp")', "registered twice"),
+        ('ModelSpec("x", "labs", "no_such_model", None, "mlp")', "init 'no_such_model'"),
+        ('ModelSpec("pretrain", "labs", None, None, "mlp")', "not 'pretrain'"),
+    ],
+)
+def test_plugin_entries_the_workflow_cannot_wire_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entry: str, error: str
+) -> None:
+    module = f"bad_plugin_{abs(hash(entry))}"
+    (tmp_path / f"{module}.py").write_text(
+        f"from pipeline.registry import ModelSpec\nMODELS = ({entry},)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv(PLUGINS_ENV, module)
+    with pytest.raises(ValueError, match=error):
+        model_names()
+
+
 def _world(root: Path) -> dict[str, Path]:
     """A predictions file per registered model (scores informative to varying degrees)."""
     rng = np.random.default_rng(1)

@@ -1,6 +1,6 @@
-"""Stages 2-3 and the three baselines: one supervised trainer over five model specs.
+"""Stages 2-3 and the baselines: one supervised trainer over the model registry.
 
-All five share :func:`pipeline.train.engine.fit` (the pre-training loop's sibling), a
+All models share :func:`pipeline.train.engine.fit` (the pre-training loop's sibling), a
 masked binary cross-entropy (missing lab targets ignored), a warm-up + cosine (or
 one-cycle) schedule, early stopping and best-epoch selection by validation macro AUROC
 over crop-averaged probabilities (Strodthoff et al. 2024). With ``head_init: probe`` the
