@@ -30,7 +30,5 @@ rule train_model:
         model=section("model"),
         train=section("train"),
         checkpoint_dir=lambda wc: f"{R}/checkpoints/{wc.model}",
-    # Its docstring still names the five former rules: editing the script re-runs every
-    # finished training job (Snakemake compares script mtimes), so it waits for a real change.
     script:
         "../scripts/train_supervised.py"

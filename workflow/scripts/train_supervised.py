@@ -1,4 +1,4 @@
-"""Rules finetune_diagnoses, finetune_labs and the baselines (pipeline.train.supervised).
+"""Rule train_model: one supervised model of pipeline.registry (pipeline.train.supervised).
 
 The rule's ``params.kind`` names the model; its named inputs are the fields of
 ``SupervisedInputs`` (shard_index, train/val/test ids, targets, target_names and, where
