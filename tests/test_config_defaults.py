@@ -34,7 +34,7 @@ from pipeline.data.preprocessing import Preprocessing
 from pipeline.data.shard import ShardConfig
 from pipeline.data.splits import SplitConfig
 from pipeline.evaluation.evaluate import EvalConfig
-from pipeline.evaluation.explain import ExplainConfig
+from pipeline.evaluation.lab_lift import ExplainConfig
 from pipeline.evaluation.probe import ProbeConfig
 from pipeline.infer.bundle import load_bundle
 from pipeline.losses import BarlowTwinsLoss, ClipLoss, VICRegLoss

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.evaluation.explain import (
+from pipeline.evaluation.lab_lift import (
     ExplainConfig,
     Explanations,
     explained_diagnoses,

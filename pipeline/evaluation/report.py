@@ -15,7 +15,7 @@ import polars as pl
 
 from pipeline.evaluation import plots
 from pipeline.evaluation.evaluate import CI_METHOD, EvalConfig, jsonable
-from pipeline.evaluation.explain import (
+from pipeline.evaluation.lab_lift import (
     ExplainConfig,
     explained_diagnoses,
     lab_lift,

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from pipeline.evaluation.evaluate import EvalConfig
-from pipeline.evaluation.explain import ExplainConfig
+from pipeline.evaluation.lab_lift import ExplainConfig
 from pipeline.evaluation.report import ProbeFiles, ReportOutputs, build_report
 from pipeline.logs import setup_logging
 from pipeline.tracking import TrackingConfig
