@@ -1,8 +1,10 @@
-"""Self-supervised losses (one concept per module) and the stage-1 objective registry.
+"""Losses (one concept per module): the self-supervised ones and the stage-1 objective registry,
+and L2-SP (:mod:`pipeline.losses.l2sp`), the fine-tuning regulariser of method_regularised.
 
-Every loss module maps two paired batches ``(z_a, z_b)``, each (B, D), to a NamedTuple whose
-first field is the scalar ``loss`` and whose other fields are its terms. The registry wraps
-one of them in an :class:`Objective` with a single call signature for the training loop:
+Every self-supervised loss module maps two paired batches ``(z_a, z_b)``, each (B, D), to a
+NamedTuple whose first field is the scalar ``loss`` and whose other fields are its terms.
+The registry wraps one of them in an :class:`Objective` with a single call signature for the
+training loop:
 
     objective = build_objective("vicreg", inv_weight=25.0)
     out = objective(z_ecg, z_tab)       # ObjectiveOutput
@@ -23,6 +25,7 @@ from torch import nn
 
 from pipeline.losses.barlow_twins import BarlowTwinsLoss, BarlowTwinsOutput
 from pipeline.losses.clip import ClipLoss, ClipOutput
+from pipeline.losses.l2sp import L2SP
 from pipeline.losses.vicreg import VICRegLoss, VICRegOutput
 
 ObjectiveName = Literal["barlow_twins", "vicreg", "clip"]
@@ -127,6 +130,7 @@ def _check_name(name: str) -> None:
 
 
 __all__ = [
+    "L2SP",
     "OBJECTIVE_NAMES",
     "BarlowTwinsLoss",
     "BarlowTwinsOutput",
