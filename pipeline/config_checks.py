@@ -147,9 +147,8 @@ def config_errors(config: Mapping[str, Any]) -> list[str]:
             f"pretrain.clip.max_scale={clip['max_scale']}"
         )
     n_layers = config["model"]["ecg_encoder"]["n_layers"]
-    frozen = config["finetune_diagnoses"]["freeze_blocks"]
-    if frozen > n_layers:
-        errors.append(
-            f"finetune_diagnoses.freeze_blocks: {frozen} > model.ecg_encoder.n_layers={n_layers}"
-        )
+    for name in ("finetune_diagnoses", "method_regularised"):  # the stage-1 encoder's blocks
+        frozen = config.get(name, {}).get("freeze_blocks", 0)
+        if frozen > n_layers:
+            errors.append(f"{name}.freeze_blocks: {frozen} > model.ecg_encoder.n_layers={n_layers}")
     return errors

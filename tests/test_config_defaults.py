@@ -95,6 +95,7 @@ CODE_ONLY = {
     ("StageConfig", "encoder_lr"): "baselines train from scratch: one rate",
     ("FinetuneDiagnosesConfig", "freeze_encoder"): "stage 2 freezes blocks (freeze_blocks)",
     ("FinetuneLabsConfig", "freeze_blocks"): "stage 3 freezes the whole encoder",
+    ("RegularisedConfig", "freeze_encoder"): "stage 2 freezes blocks (freeze_blocks)",
     ("TrackingConfig", "results_dir"): "the top-level key `results` (checked below)",
 }
 # section.key: why the schema has it but the class has no field of that name.

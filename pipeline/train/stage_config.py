@@ -100,6 +100,28 @@ class FinetuneLabsConfig(StageConfig):
     encoder_lr: float | None = 3e-4
 
 
+@dataclass(frozen=True)
+class RegularisedConfig(FinetuneDiagnosesConfig):
+    """The ``method_regularised`` section: stage 2 with an L2-SP pull to the stage-1 encoder.
+
+    A section of its own (not a key of ``finetune_diagnoses``) so that the existing models'
+    params, and hence their jobs and results, do not change.
+
+    Attributes:
+        l2sp_alpha: alpha of :class:`pipeline.losses.L2SP` on the encoder's trainable
+            weights (0: plain stage 2). While it is > 0 the encoder gets no weight decay, so
+            the only pull on it is towards w0 (the paper replaces L2 by L2-SP); the head
+            keeps ``weight_decay`` (the paper's beta term).
+    """
+
+    l2sp_alpha: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.l2sp_alpha < 0:
+            raise ValueError(f"l2sp_alpha must be >= 0, got {self.l2sp_alpha}")
+
+
 # config section -> its dataclass. A rule's section arrives complete (the schema fills every
 # key), so StageConfig(**section) holds the same values as its own class would; they differ only in
 # what a Python caller gets for the keys it leaves out.
@@ -107,4 +129,15 @@ STAGE_CONFIGS: dict[str, type[StageConfig]] = {
     "finetune_diagnoses": FinetuneDiagnosesConfig,
     "finetune_labs": FinetuneLabsConfig,
     "baselines": StageConfig,
+    "method_regularised": RegularisedConfig,
 }
+
+
+def l2sp_alpha(cfg: StageConfig) -> float:
+    """The stage's L2-SP strength: 0 for every section but ``method_regularised``."""
+    return cfg.l2sp_alpha if isinstance(cfg, RegularisedConfig) else 0.0
+
+
+def stage_config(name: str, values: dict[str, object]) -> StageConfig:
+    """Section ``name``'s dataclass built from its (schema-complete) values."""
+    return STAGE_CONFIGS[name](**values)  # type: ignore[arg-type]
