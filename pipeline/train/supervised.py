@@ -8,6 +8,9 @@ head is first fitted on the frozen starting encoder's cached embeddings, then th
 is fine-tuned (Kumar et al. 2022); a stage whose encoder is frozen trains its head on the
 cached embeddings only. Every model finally reports a logistic-regression probe of its
 own frozen embedding next to its head's validation AUROC (the head should not lose).
+With ``l2sp_alpha`` > 0 (the ``method_regularised`` section) the loss adds an L2-SP pull of
+the encoder's trainable weights towards their starting (stage-1) values
+(:class:`pipeline.losses.L2SP`); the history then logs ``bce`` and ``l2sp`` beside ``loss``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from torch import nn
 
 from pipeline.data.preprocessing import training_preprocessing
 from pipeline.io import atomic_path
+from pipeline.losses import L2SP
 from pipeline.registry import spec as registered_spec
 from pipeline.tracking import TrackingConfig, stage_run
 from pipeline.train.checkpoint import CheckpointSpec, checkpoint_key
@@ -64,7 +68,7 @@ from pipeline.train.model import (
     model_meta,
 )
 from pipeline.train.predict import macro_auroc, predict_probs, write_predictions
-from pipeline.train.stage_config import StageConfig
+from pipeline.train.stage_config import StageConfig, l2sp_alpha
 from pipeline.train.tabular import TabularArrays, TabularPreprocessor, fit_tabular, read_manifest
 
 __all__ = [
@@ -163,7 +167,11 @@ def train_supervised(
     targets = {p: read_targets(inputs.targets, v, names) for p, v in ids.items()}
     prep, tab = _tabular(spec, inputs, ids)
     model = build_supervised(spec, cfg, model_cfg, len(names), prep, inputs.init_dir).to(device)
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg), weight_decay=cfg.weight_decay)
+    # w0 is snapshotted here, before any step or resume, so it is the stage-1 encoder.
+    l2sp = L2SP(model.encoder, l2sp_alpha(cfg)) if l2sp_alpha(cfg) > 0 else None
+    optimizer = torch.optim.AdamW(
+        _param_groups(model, cfg, l2sp is not None), weight_decay=cfg.weight_decay
+    )
     log.info(
         "%s: %d targets, %d train / %d val / %d test records, %d trainable parameters",
         kind,
@@ -197,7 +205,11 @@ def train_supervised(
     train_loader, val_loader = loader("train", "train", True), loader("val", "eval", False)
 
     def step(m: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        return masked_bce(m(batch), batch["target"]), {}
+        bce = masked_bce(m(batch), batch["target"])
+        if l2sp is None:  # every model but method_regularised: the loss is the BCE alone
+            return bce, {}
+        pull = l2sp()
+        return bce + pull, {"bce": float(bce.detach()), "l2sp": float(pull.detach())}
 
     def validate(m: nn.Module) -> dict[str, float]:
         auroc, n_used = macro_auroc(targets["val"], predict_probs(m, val_loader, _forward, device))
@@ -347,15 +359,22 @@ def _tabular(
     return prep, {p: prep.transform(features, v, src) for p, v in ids.items()}
 
 
-def _param_groups(model: SupervisedModel, cfg: StageConfig) -> list[dict[str, Any]]:
-    """Head at ``lr``; trainable encoder parameters of an initialised encoder at encoder_lr."""
+def _param_groups(
+    model: SupervisedModel, cfg: StageConfig, l2sp: bool = False
+) -> list[dict[str, Any]]:
+    """Head at ``lr``; trainable encoder parameters of an initialised encoder at encoder_lr.
+
+    With ``l2sp`` the encoder has its own group without weight decay: L2-SP replaces the
+    pull towards zero by one towards the stage-1 weights (Li et al. 2018).
+    """
     head = [p for n, p in model.named_parameters() if p.requires_grad and not _is_encoder(n)]
     enc = [p for n, p in model.named_parameters() if p.requires_grad and _is_encoder(n)]
-    if model.spec.init is None or not cfg.encoder_lr:  # trained from scratch: one rate
+    if not l2sp and (model.spec.init is None or not cfg.encoder_lr):  # from scratch: one rate
         return [{"params": head + enc, "lr": cfg.lr, "name": "all"}]
-    groups = [{"params": head, "lr": cfg.lr, "name": "head"}]
+    groups: list[dict[str, Any]] = [{"params": head, "lr": cfg.lr, "name": "head"}]
     if enc:
-        groups.append({"params": enc, "lr": cfg.encoder_lr, "name": "encoder"})
+        enc_group = {"params": enc, "lr": cfg.encoder_lr or cfg.lr, "name": "encoder"}
+        groups.append(enc_group | ({"weight_decay": 0.0} if l2sp else {}))
     return groups
 
 

@@ -8,9 +8,11 @@ the model needs them, features, feature_manifest, init_dir).
 from pathlib import Path
 
 from pipeline.logs import setup_logging
+from pipeline.registry import spec
 from pipeline.tracking import TrackingConfig
 from pipeline.train.engine import TrainConfig
-from pipeline.train.supervised import StageConfig, SupervisedInputs, train_supervised
+from pipeline.train.stage_config import stage_config
+from pipeline.train.supervised import SupervisedInputs, train_supervised
 
 setup_logging(snakemake.log[0])
 params = snakemake.params
@@ -19,7 +21,7 @@ train_supervised(
     SupervisedInputs(**{name: Path(path) for name, path in snakemake.input.items()}),
     Path(snakemake.output.model_dir),
     Path(snakemake.output.predictions),
-    StageConfig(**params.stage),
+    stage_config(spec(params.kind).section, dict(params.stage)),
     params.model,
     TrainConfig(**params.train),
     TrackingConfig(**snakemake.config["mlflow"], results_dir=snakemake.config["results"]),
