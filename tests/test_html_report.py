@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.registry import model_names
 from tests.snakemake_helpers import REPO, planned_rules, snakemake
 
 TEST_CONFIG = REPO / ".test/config.yaml"
@@ -63,10 +64,10 @@ def _expected(run: Path) -> dict[str, set[str]]:
 
 def test_report_lists_every_result(tiny_run: Path, html_report: dict) -> None:
     expected = _expected(tiny_run)
-    # not vacuous: three report figures + the probe plot, the lift table, five models
+    # not vacuous: three report figures + the probe plot, the lift table, every model
     assert len(expected["Figures"]) >= 4
     assert len(expected["Explanations"]) >= 1
-    assert len(expected["Per-label results"]) == 5
+    assert len(expected["Per-label results"]) == len(model_names())
     every = set().union(*expected.values())
     assert len(every) >= 16
     for path in every:
@@ -88,7 +89,7 @@ def test_report_lists_every_result(tiny_run: Path, html_report: dict) -> None:
 
 def test_per_label_results_are_one_subcategory_per_model(html_report: dict) -> None:
     per_label = html_report["categories"]["Per-label results"]
-    assert len(per_label) == 5
+    assert len(per_label) == len(model_names())
     for model, paths in per_label.items():
         assert [Path(p).name for p in paths] == [f"{model}_per_label.csv"]
         assert html_report["results"][paths[0]]["labels"] == {"model": model}

@@ -19,8 +19,8 @@ TEST_CONFIG = REPO / ".test/config.yaml"
 # Seeds 1 and 2 only: seed 0, the seed of every stage of the default run, is its models.
 STUDY_RULES = {
     "study_pretrain": 2,
-    "study_train_model": 10,  # five models x two seeds
-    "study_evaluate": 10,
+    "study_train_model": 2 * len(MODELS),  # every model x two seeds
+    "study_evaluate": 2 * len(MODELS),
     "study_table1": 1,
     "study": 1,
 }
@@ -31,6 +31,7 @@ STRENGTH = {
     "method_diagnoses": 0.6,
     "multimodal_labs": 0.7,
     "method_labs": 0.5,
+    "method_regularised": 0.65,
 }
 CFG = EvalConfig(n_bootstrap=200, seed=3)
 

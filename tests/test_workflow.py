@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import yaml
 
+from pipeline.evaluation.table1 import approaches
+from pipeline.registry import model_names
 from tests.snakemake_helpers import REPO, planned_rules, snakemake
 
 TEST_CONFIG = REPO / ".test/config.yaml"
@@ -45,11 +47,12 @@ def finished_run(tiny_run: Path) -> Path:
 def test_table1_structure_and_bounds(finished_run: Path) -> None:
     table = json.loads((finished_run / "results/table1.json").read_text())
     rows = table["rows"]
-    assert len(rows) == 4  # signal-only, multimodal labs, multimodal classification, method
+    # the paper's four approaches, then the beyond-the-paper rows: one per registry row
+    assert [r["approach"] for r in rows] == [a.title for a in approaches()]
     cells = [
         cell for row in rows for key in ("diagnoses", "labs") if (cell := row.get(key)) is not None
     ]
-    assert len(cells) == 5  # three baselines + the method's two heads
+    assert len(cells) == len(model_names())  # every registered model fills one cell
     for cell in cells:
         assert 0.0 <= cell["ci_low"] <= cell["auroc"] <= cell["ci_high"] <= 1.0
         assert cell["n_labels_evaluated"] > 0
@@ -58,6 +61,7 @@ def test_table1_structure_and_bounds(finished_run: Path) -> None:
         "method_diagnoses_minus_signal_only",
         "method_diagnoses_minus_multimodal_classification",
         "method_labs_minus_multimodal_labs",
+        "method_regularised_minus_method_diagnoses",
     ):
         diff = comparisons[pair]
         assert -1.0 <= diff["ci_low"] <= diff["ci_high"] <= 1.0
@@ -88,7 +92,7 @@ def test_split_edit_reruns_only_split_dependent_rules(finished_run: Path, tmp_pa
     cfg.write_text(yaml.safe_dump(edited))
     planned = planned_rules(snakemake(finished_run, cfg, "-n"))
     assert set(planned) == SPLIT_DEPENDENT
-    assert planned["train_model"] == planned["evaluate"] == 5
+    assert planned["train_model"] == planned["evaluate"] == len(model_names())
 
 
 def test_stage_setting_edit_reruns_that_stage_and_downstream(

@@ -42,6 +42,9 @@ PAIRS = (
     ("method_diagnoses", "signal_only"),
     ("method_diagnoses", "multimodal_classification"),
     ("method_labs", "multimodal_labs"),
+    # beyond the paper: does the L2-SP pull help over plain stage 2, and over no stage 1?
+    ("method_regularised", "method_diagnoses"),
+    ("method_regularised", "signal_only"),
 )
 
 
