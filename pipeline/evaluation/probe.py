@@ -35,7 +35,7 @@ from pipeline.train.embed import embed_records
 log = logging.getLogger(__name__)
 
 # Encoders in display order; a model directory is a pretrain or a supervised model dir.
-ENCODERS = ("random_init", "pretrain", "signal_only", "method_diagnoses")
+ENCODERS = ("random_init", "pretrain", "signal_only", "method_diagnoses", "method_regularised")
 # Latent variables probed on the synthetic cohort: values (R2) and flags (AUROC).
 GT_VALUES = (
     "potassium",

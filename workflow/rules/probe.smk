@@ -1,5 +1,6 @@
 # Linear probes of clinical knowledge in the frozen ECG encoders (pipeline.evaluation.probe):
-# untrained, stage 1, signal-only and the method's stage 2, side by side. The synthetic
+# untrained, stage 1, signal-only, the method's stage 2 and its L2-SP variant
+# (method_regularised: does the pull keep stage 1's knowledge?), side by side. The synthetic
 # ground truth is read here only, and only when probe.ground_truth asks for it.
 
 
@@ -17,6 +18,7 @@ rule probe:
         pretrain=P["pretrain_dir"],
         signal_only=P["model_dir"].format(model="signal_only"),
         method_diagnoses=P["model_dir"].format(model="method_diagnoses"),
+        method_regularised=P["model_dir"].format(model="method_regularised"),
     output:
         md=report(P["probe_md"], caption="../report/probe.rst", category="Probe"),
         csv=report(P["probe_csv"], caption="../report/probe.rst", category="Probe"),

@@ -28,6 +28,7 @@ run_probe(
         "pretrain": Path(inp.pretrain),
         "signal_only": Path(inp.signal_only),
         "method_diagnoses": Path(inp.method_diagnoses),
+        "method_regularised": Path(inp.method_regularised),
     },
     ProbeOutputs(
         Path(snakemake.output.md), Path(snakemake.output.csv), Path(snakemake.output.plot)
