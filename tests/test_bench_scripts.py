@@ -1,0 +1,30 @@
+"""Benchmark scripts still run against the package they measure (tiny sizes, no timing asserts).
+
+Speed is the benchmarks' business, not the tests': these only catch an API change in
+``pipeline`` that would leave a bench script broken until someone next needs its numbers
+(``bench/predict.py`` broke that way once, when ``Preprocessing.clip_mv`` became required).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from tests.snakemake_helpers import REPO
+
+
+def test_predict_bench_prints_every_backend() -> None:
+    args = ["--sizes", "default", "--repeats", "3", "--batch", "4"]
+    proc = subprocess.run(
+        [sys.executable, "bench/predict.py", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = dict(re.findall(r"^(torch|torch-fixed|onnx)\s+([\d.]+)\s", proc.stdout, re.M))
+    assert set(rows) == {"torch", "torch-fixed", "onnx"}, proc.stdout
+    assert all(float(ms) > 0 for ms in rows.values())
+    assert re.search(r"read \+ preprocess: [\d.]+ ms/record", proc.stdout)
