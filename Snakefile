@@ -23,7 +23,8 @@ report: "workflow/report/workflow.rst"
 
 
 # `--config key='{a: false}'` delivers nested values as strings: parse those the schema types.
-coerce_cli_strings(config, yaml.safe_load(Path(workflow.basedir, CONFIG_SCHEMA).read_text()))
+SCHEMA = yaml.safe_load(Path(workflow.basedir, CONFIG_SCHEMA).read_text())
+coerce_cli_strings(config, SCHEMA)
 validate(config, CONFIG_SCHEMA)
 
 

@@ -12,7 +12,7 @@ import pytest
 from pipeline.evaluation.report import ReportOutputs, build_report
 from pipeline.registry import BUILTIN, PLUGINS_ENV, model_names, spec
 from tests.snakemake_helpers import REPO, planned_rules, snakemake, write_config
-from tests.test_report import CFG, DIAG, LABS, _targets, evaluate_all
+from tests.test_report import CFG, DIAG, LABS, _targets, evaluate_all, write_manifests
 
 TEST_CONFIG = REPO / ".test/config.yaml"
 PLUGIN = "tests.model_plugin"
@@ -97,16 +97,7 @@ def test_plugin_model_in_table1_and_report(tmp_path: Path, monkeypatch: pytest.M
     # The plugin is the environment variable the workflow sets from model_registry.plugins.
     monkeypatch.setenv(PLUGINS_ENV, PLUGIN)
     preds = _world(tmp_path)
-    (tmp_path / "label_manifest.tsv").write_text(
-        "code\tdescription\tcount\n" + "".join(f"{c}\tDiagnosis {c}\t10\n" for c in DIAG)
-    )
-    (tmp_path / "lab_target_manifest.tsv").write_text(
-        "target\tlab\tfluid\tdirection\tthreshold\tn_events\tn_pos\tn_neg\n"
-        + "".join(
-            f"{t}\t{t.rsplit('_', 1)[0]}\tBlood\t{t.rsplit('_', 1)[1]}\t1.0\t500\t50\t450\n"
-            for t in LABS
-        )
-    )
+    write_manifests(tmp_path)
     evals = evaluate_all(tmp_path, preds, None)
     outputs = ReportOutputs(*(tmp_path / n for n in ("t1.md", "t1.csv", "t1.json", "r.md", "p")))
     build_report(

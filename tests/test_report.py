@@ -61,6 +61,12 @@ def write_world(root: Path) -> dict[str, Path]:
             labels=np.array(LABS if model.endswith("labs") else DIAG),
             task=np.array("labs" if model.endswith("labs") else "diagnoses"),
         )
+    write_manifests(root)
+    return paths
+
+
+def write_manifests(root: Path) -> None:
+    """The label manifest (DIAG, most frequent first) and the lab-target manifest (LABS)."""
     (root / "label_manifest.tsv").write_text(
         "code\tdescription\tcount\n"
         + "".join(f"{c}\tDiagnosis {c}\t{100 - i}\n" for i, c in enumerate(DIAG))
@@ -72,7 +78,6 @@ def write_world(root: Path) -> dict[str, Path]:
             for t in LABS
         )
     )
-    return paths
 
 
 def evaluate_all(root: Path, preds: dict[str, Path], tracking: TrackingConfig | None) -> dict:

@@ -3,7 +3,6 @@
 import os
 from pathlib import Path
 
-import yaml
 from snakemake.exceptions import WorkflowError
 
 from pipeline.registry import PLUGINS_ENV, plugin_modules
@@ -235,7 +234,6 @@ def section(*keys):
 def pretrain_section():
     """section("pretrain") without the argument blocks of the objectives it does not use, so
     that editing e.g. pretrain.vicreg does not re-run a Barlow Twins pre-training."""
-    schema = yaml.safe_load(Path(workflow.basedir, CONFIG_SCHEMA).read_text())
-    names = schema["properties"]["pretrain"]["properties"]["objective"]["enum"]
+    names = SCHEMA["properties"]["pretrain"]["properties"]["objective"]["enum"]
     unused = set(names) - {config["pretrain"]["objective"]}
     return {k: v for k, v in section("pretrain").items() if k not in unused}
