@@ -26,7 +26,14 @@ from typing import Literal
 PLUGINS_ENV = "ECG_EXPLAIN_MODEL_PLUGINS"
 
 Task = Literal["diagnoses", "labs"]
-Section = Literal["finetune_diagnoses", "finetune_labs", "baselines", "method_regularised"]
+Section = Literal[
+    "finetune_diagnoses", "finetune_labs", "baselines", "method_regularised", "distilled"
+]
+# Stage-1 encoders a model can start from (``init``): the pre-training rule that writes each.
+PRETRAINED: Mapping[str, str] = {
+    "pretrain": "stage 1: the ECG against the tabular data (the paper's)",
+    "pretrain_ecg_only": "stage 1: the ECG against a second augmented crop of itself",
+}
 # Macro AUROC (95% CI where published) on real MIMIC data, PROTOCOL.md.
 Reference = tuple[float, float | None, float | None]
 
@@ -56,16 +63,24 @@ class ModelSpec:
     Attributes:
         name: model name (the ``{model}`` wildcard, results/models/<name>).
         task: "diagnoses" (ICD-10 labels) or "labs" (lab-abnormality targets).
-        init: where the ECG encoder starts: None (from scratch), "pretrain" (the stage-1
-            encoder) or the name of another registered model (its encoder and head).
+        init: where the ECG encoder starts: None (from scratch), a stage-1 encoder
+            (a key of :data:`PRETRAINED`) or the name of another registered model (its
+            encoder and head).
         tabular: feature group fed to a tabular encoder ("all", "routine") or None.
         head: "mlp" (MLPHead) or "linear" (late fusion with one linear layer, MDS-ED).
         section: config section with the model's training settings.
-        objective: the training loss (documentation; the trainer uses BCE for both tasks).
-        freezing: what stays frozen (documentation; set by the section's freeze_* keys).
+        objective: the training loss, in words (the report's Models table); the loss itself
+            is the section's (:mod:`pipeline.train.supervised_loss`).
+        freezing: what stays frozen, in words (the report's Models table); set by the
+            section's ``freeze_*`` keys.
         row: its Table 1 row.
         reference: the paper's value for this model's cell of Table 1, or None.
-        teacher: a model to distil from (reserved; no model uses one yet).
+        teacher: a model whose soft predictions on the training records the model is
+            distilled from (its section's ``temperature`` and ``mix``), or None.
+        compare: models this one is compared with on the same bootstrap resamples (the
+            report's and the study's paired differences, this model minus each).
+        probe: whether the probe stage probes this model's ECG encoder.
+        label: a short name for tables and plots (the probe's columns).
         doc: what the model is, in a sentence (the entry's docstring).
     """
 
@@ -80,6 +95,9 @@ class ModelSpec:
     row: Table1Row | None = None
     reference: Reference | None = None
     teacher: str | None = None
+    compare: tuple[str, ...] = ()
+    probe: bool = False
+    label: str = ""
     doc: str = ""
 
 
@@ -111,6 +129,18 @@ _REGULARISED = Table1Row(
     "ECG, routine clinical data, lab values (pre-training), diagnoses",
     BEYOND_THE_PAPER,
 )
+_DISTILLED = Table1Row(
+    "Beyond the paper: ECG-only student distilled from the multimodal classifier",
+    "ECG",
+    "ECG, routine clinical data, lab values (teacher), diagnoses",
+    BEYOND_THE_PAPER + 1,
+)
+_SSL = Table1Row(
+    "Beyond the paper: stage 1 on two augmented ECG crops (no clinical data), then stage 2",
+    "ECG",
+    "ECG (pre-training), diagnoses",
+    BEYOND_THE_PAPER + 2,
+)
 
 BUILTIN: tuple[ModelSpec, ...] = (
     ModelSpec(
@@ -123,6 +153,9 @@ BUILTIN: tuple[ModelSpec, ...] = (
         freezing="first finetune_diagnoses.freeze_blocks encoder blocks",
         row=_METHOD,
         reference=(0.795, None, None),
+        compare=("signal_only", "multimodal_classification", "ssl_ecg_only"),
+        probe=True,
+        label="method (stage 2)",
         doc="Stage 2: the stage-1 encoder, first k blocks frozen, a new MLP head over diagnoses.",
     ),
     ModelSpec(
@@ -135,6 +168,8 @@ BUILTIN: tuple[ModelSpec, ...] = (
         freezing="encoder (finetune_labs.freeze_encoder) and the diagnosis head",
         row=_METHOD,
         reference=(0.701, None, None),
+        compare=("multimodal_labs",),
+        label="method (stage 3)",
         doc=(
             "Stage 3: a lab head on the stage-2 encoder; the model file keeps the diagnosis"
             " head, so both come from one embedding."
@@ -148,6 +183,8 @@ BUILTIN: tuple[ModelSpec, ...] = (
         "mlp",
         row=_SIGNAL_ONLY,
         reference=(0.768, 0.764, 0.772),
+        probe=True,
+        label="signal-only",
         doc="Baseline: S4 from scratch on the ECG alone, diagnoses.",
     ),
     ModelSpec(
@@ -158,6 +195,7 @@ BUILTIN: tuple[ModelSpec, ...] = (
         "linear",
         row=_MM_CLASSIFICATION,
         reference=(0.826, 0.822, 0.829),
+        label="multimodal classification",
         doc="Baseline: ECG + all tabular features, late fusion with one linear layer, diagnoses.",
     ),
     ModelSpec(
@@ -168,6 +206,7 @@ BUILTIN: tuple[ModelSpec, ...] = (
         "linear",
         row=_MM_LABS,
         reference=(0.762, None, None),
+        label="multimodal labs",
         doc="Baseline: ECG + routine tabular features (no labs), late fusion, lab targets.",
     ),
     ModelSpec(
@@ -180,9 +219,49 @@ BUILTIN: tuple[ModelSpec, ...] = (
         objective="masked multi-label BCE + L2-SP (method_regularised.l2sp_alpha)",
         freezing="first method_regularised.freeze_blocks encoder blocks",
         row=_REGULARISED,
+        compare=("method_diagnoses", "signal_only"),
+        probe=True,
+        label="stage 2 + L2-SP",
         doc=(
             "Beyond the paper: stage 2 whose loss adds an L2-SP pull of the encoder towards its"
             " stage-1 weights (Li et al. 2018), so fine-tuning keeps the clinical alignment."
+        ),
+    ),
+    ModelSpec(
+        "distilled",
+        "diagnoses",
+        None,
+        None,
+        "mlp",
+        section="distilled",
+        objective="(1 - mix) BCE(labels) + mix T^2 BCE(teacher at temperature T) (Hinton 2015)",
+        row=_DISTILLED,
+        teacher="multimodal_classification",
+        compare=("signal_only", "method_diagnoses"),
+        probe=True,
+        label="distilled",
+        doc=(
+            "Beyond the paper: signal-only's S4 and head, trained on the labels and on the"
+            " multimodal classifier's softened predictions: clinical knowledge carried into an"
+            " ECG-only model by distillation, the method's strongest rival."
+        ),
+    ),
+    ModelSpec(
+        "ssl_ecg_only",
+        "diagnoses",
+        "pretrain_ecg_only",
+        None,
+        "mlp",
+        section="finetune_diagnoses",
+        freezing="first finetune_diagnoses.freeze_blocks encoder blocks",
+        row=_SSL,
+        compare=("signal_only",),
+        probe=True,
+        label="ECG-only SSL + stage 2",
+        doc=(
+            "Beyond the paper: stage 2 exactly as the method's, on a stage-1 encoder trained"
+            " with the same objective between two augmented crops of the ECG (no clinical"
+            " data): separates clinical knowledge from any self-supervision."
         ),
     ),
 )
@@ -222,11 +301,26 @@ def _load(modules: tuple[str, ...]) -> Mapping[str, ModelSpec]:
 
 def _check(spec: ModelSpec, table: Mapping[str, ModelSpec]) -> None:
     """Reject entries the workflow could not wire (unknown init or teacher, odd names)."""
-    if not spec.name.isidentifier() or spec.name == "pretrain":
-        raise ValueError(f"model name {spec.name!r}: must be an identifier, not 'pretrain'")
-    for field, ref in (("init", spec.init), ("teacher", spec.teacher)):
-        if ref not in (None, "pretrain", *table) or ref == spec.name:
-            raise ValueError(f"model {spec.name!r}: {field} {ref!r} is not a registered model")
+    if not spec.name.isidentifier() or spec.name in PRETRAINED:
+        raise ValueError(
+            f"model name {spec.name!r}: must be an identifier, not one of {list(PRETRAINED)}"
+        )
+    if spec.init not in (None, *PRETRAINED, *table) or spec.init == spec.name:
+        raise ValueError(
+            f"model {spec.name!r}: init {spec.init!r} is neither a registered model nor one"
+            f" of the stage-1 encoders {list(PRETRAINED)}"
+        )
+    for field, refs in (("teacher", (spec.teacher,)), ("compare", spec.compare)):
+        for ref in refs:
+            if ref is not None and (ref not in table or ref == spec.name):
+                raise ValueError(f"model {spec.name!r}: {field} {ref!r} is not a registered model")
+    if spec.teacher is not None and table[spec.teacher].task != spec.task:
+        raise ValueError(f"model {spec.name!r}: teacher {spec.teacher!r} has another task")
+
+
+def comparisons() -> tuple[tuple[str, str], ...]:
+    """(model, reference) pairs of every entry's ``compare``, in registry order."""
+    return tuple((m.name, ref) for m in models().values() for ref in m.compare)
 
 
 def model_names() -> tuple[str, ...]:

@@ -41,6 +41,7 @@ from pipeline.losses import BarlowTwinsLoss, ClipLoss, VICRegLoss
 from pipeline.models import ECGEncoder, TabularEncoder
 from pipeline.synth.cohort import SynthConfig
 from pipeline.tracking import TrackingConfig
+from pipeline.train.augment import EcgAugmentConfig
 from pipeline.train.engine import TrainConfig
 from pipeline.train.pretrain_config import PretrainConfig
 from pipeline.train.stage_config import STAGE_CONFIGS
@@ -67,6 +68,7 @@ SECTIONS: dict[str, Callable[..., Any]] = {
     "pretrain.barlow_twins": BarlowTwinsLoss,
     "pretrain.vicreg": VICRegLoss,
     "pretrain.clip": ClipLoss,
+    "pretrain_ecg_only.augment": EcgAugmentConfig,
     **STAGE_CONFIGS,
     "evaluate": EvalConfig,
     "probe": ProbeConfig,
@@ -79,6 +81,7 @@ UNMAPPED = {
     "study": "the seed list, expanded by the Snakefile",
     "model_registry": "plugin module names, exported to jobs by common.smk",
     "model": "a container of the two encoder sections",
+    "pretrain_ecg_only": "a container of its augment section",
 }
 # (class, field): why it has no key in that section.
 CODE_ONLY = {
@@ -96,6 +99,9 @@ CODE_ONLY = {
     ("FinetuneDiagnosesConfig", "freeze_encoder"): "stage 2 freezes blocks (freeze_blocks)",
     ("FinetuneLabsConfig", "freeze_blocks"): "stage 3 freezes the whole encoder",
     ("RegularisedConfig", "freeze_encoder"): "stage 2 freezes blocks (freeze_blocks)",
+    ("DistilledConfig", "freeze_blocks"): "the student trains from scratch: nothing to freeze",
+    ("DistilledConfig", "freeze_encoder"): "the student trains from scratch: nothing to freeze",
+    ("DistilledConfig", "encoder_lr"): "the student trains from scratch: one rate",
     ("TrackingConfig", "results_dir"): "the top-level key `results` (checked below)",
 }
 # section.key: why the schema has it but the class has no field of that name.
@@ -114,7 +120,6 @@ DELIBERATE = {
 # Config dataclasses that map to no section: built from other sections or by the CLI.
 NOT_SECTIONS = {
     "LoopConfig": "built from a stage's section (epochs, schedule, warm-up, patience)",
-    "EcgAugmentConfig": "no config section yet (two-view ECG pre-training, issue 9)",
     "PredictConfig": "the inference CLI's own options",
 }
 

@@ -106,5 +106,5 @@ def test_report_covers_configured_diagnoses(report_md: str) -> None:
 def test_report_summarises_the_probe(report_md: str) -> None:
     probe = report_md.split("## Probe: clinical knowledge", 1)[1]
     assert "[probe.md](probe.md)" in probe and "![probe heatmap](probe.png)" in probe
-    assert "untrained (random init)" in probe and "stage 1 (Barlow Twins)" in probe
+    assert "untrained (random init)" in probe and "stage 1 (ECG vs tabular)" in probe
     assert "| lab value | mean R2 | 1 |" in probe and "| lab flag | mean AUROC | 1 |" in probe

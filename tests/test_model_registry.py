@@ -54,7 +54,13 @@ def test_plugin_models_follow_the_builtin_ones(monkeypatch: pytest.MonkeyPatch) 
     [
         ('ModelSpec("signal_only", "diagnoses", None, None, "mlp")', "registered twice"),
         ('ModelSpec("x", "labs", "no_such_model", None, "mlp")', "init 'no_such_model'"),
-        ('ModelSpec("pretrain", "labs", None, None, "mlp")', "not 'pretrain'"),
+        ('ModelSpec("pretrain", "labs", None, None, "mlp")', "not one of .'pretrain'"),
+        ('ModelSpec("pretrain_ecg_only", "labs", None, None, "mlp")', "not one of"),
+        (
+            'ModelSpec("x", "labs", None, None, "mlp", teacher="signal_only")',
+            "teacher 'signal_only' has another task",
+        ),
+        ('ModelSpec("x", "labs", None, None, "mlp", compare=("nope",))', "compare 'nope'"),
     ],
 )
 def test_plugin_entries_the_workflow_cannot_wire_are_refused(

@@ -19,6 +19,7 @@ TEST_CONFIG = REPO / ".test/config.yaml"
 # Seeds 1 and 2 only: seed 0, the seed of every stage of the default run, is its models.
 STUDY_RULES = {
     "study_pretrain": 2,
+    "study_pretrain_ecg_only": 2,
     "study_train_model": 2 * len(MODELS),  # every model x two seeds
     "study_evaluate": 2 * len(MODELS),
     "study_table1": 1,
@@ -32,6 +33,8 @@ STRENGTH = {
     "multimodal_labs": 0.7,
     "method_labs": 0.5,
     "method_regularised": 0.65,
+    "distilled": 0.5,
+    "ssl_ecg_only": 0.35,
 }
 CFG = EvalConfig(n_bootstrap=200, seed=3)
 

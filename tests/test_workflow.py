@@ -30,6 +30,7 @@ SPLIT_DEPENDENT = {
     "stage_ids",
     "select_lab_targets",
     "pretrain",
+    "pretrain_ecg_only",
     "train_model",
     "evaluate",
     "report",
@@ -105,6 +106,32 @@ def test_stage_setting_edit_reruns_that_stage_and_downstream(
     planned = planned_rules(snakemake(finished_run, cfg, "-n"))
     assert set(planned) == {"train_model", "evaluate", "report", "export_model", "all"}
     assert planned["train_model"] == planned["evaluate"] == 1  # method_labs only
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "stages", "models"),
+    [
+        # the ECG-only stage 1 and the one model built on it; the probe reads both
+        ("pretrain_ecg_only", "augment", {"noise_std": 0.1}, {"pretrain_ecg_only", "probe"}, 1),
+        ("distilled", "mix", 0.25, {"probe"}, 1),  # the student only, not its teacher
+    ],
+)
+def test_beyond_the_paper_edits_rerun_only_their_model(
+    finished_run: Path,
+    tmp_path: Path,
+    section: str,
+    key: str,
+    value: object,
+    stages: set[str],
+    models: int,
+) -> None:
+    edited = yaml.safe_load(TEST_CONFIG.read_text())
+    edited.setdefault(section, {})[key] = value
+    cfg = tmp_path / "edited.yaml"
+    cfg.write_text(yaml.safe_dump(edited))
+    planned = planned_rules(snakemake(finished_run, cfg, "-n"))
+    assert set(planned) == {"train_model", "evaluate", "report", "all"} | stages
+    assert planned["train_model"] == planned["evaluate"] == models
 
 
 def test_unused_objective_block_edit_reruns_nothing(finished_run: Path, tmp_path: Path) -> None:

@@ -50,7 +50,9 @@ class TinyWorld:
             val_ids=self.ids["val"],
         )
 
-    def supervised_inputs(self, task: str, init_dir: Path | None = None) -> SupervisedInputs:
+    def supervised_inputs(
+        self, task: str, init_dir: Path | None = None, teacher_dir: Path | None = None
+    ) -> SupervisedInputs:
         diag = task == "diagnoses"
         return SupervisedInputs(
             shard_index=self.shard_index,
@@ -62,6 +64,7 @@ class TinyWorld:
             features=self.features,
             feature_manifest=self.feature_manifest,
             init_dir=init_dir,
+            teacher_dir=teacher_dir,
         )
 
 

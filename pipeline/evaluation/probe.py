@@ -1,6 +1,7 @@
 """The probe stage: how much clinical knowledge reached each ECG encoder.
 
-For each encoder (untrained random init, stage 1, signal-only, the method's stage 2), the
+For each encoder (untrained random init, the stage-1 encoders and every registered model
+with ``probe=True``: signal-only, the method's stage 2 and the models beyond the paper), the
 records are embedded once (frozen, crop-averaged like evaluation), and linear probes are
 fitted on the training records and scored on the test records
 (:mod:`pipeline.evaluation.probe_fit`): (a) lab values from the feature table (R2) and the
@@ -34,8 +35,6 @@ from pipeline.train.embed import embed_records
 
 log = logging.getLogger(__name__)
 
-# Encoders in display order; a model directory is a pretrain or a supervised model dir.
-ENCODERS = ("random_init", "pretrain", "signal_only", "method_diagnoses", "method_regularised")
 # Latent variables probed on the synthetic cohort: values (R2) and flags (AUROC).
 GT_VALUES = (
     "potassium",

@@ -14,21 +14,33 @@ from pipeline.evaluation.evaluate import CI_METHOD
 from pipeline.evaluation.probe_fit import ProbeScore, Variable, paired
 from pipeline.io import atomic_path, write_text_atomic
 from pipeline.metrics import Estimate
+from pipeline.registry import models
 
-TITLES = {
+# The encoders that are not registered models: the untrained one and the stage-1 ones.
+STAGE1_TITLES = {
     "random_init": "untrained (random init)",
-    "pretrain": "stage 1 (Barlow Twins)",
-    "signal_only": "signal-only",
-    "method_diagnoses": "method (stage 2)",
-    "method_regularised": "stage 2 + L2-SP",
+    "pretrain": "stage 1 (ECG vs tabular)",
+    "pretrain_ecg_only": "stage 1, ECG only (two crops)",
 }
-# Paired differences shown next to the scores: what stage 1 adds, what the method keeps,
-# and what the L2-SP pull keeps beyond plain stage 2.
-CONTRASTS = (
-    ("pretrain", "random_init"),
-    ("method_diagnoses", "signal_only"),
-    ("method_regularised", "method_diagnoses"),
-)
+# What stage 1 adds over no training, and over self-supervision without clinical data.
+STAGE1_CONTRASTS = (("pretrain", "random_init"), ("pretrain", "pretrain_ecg_only"))
+
+
+def titles() -> dict[str, str]:
+    """Encoder name -> column title: the stage-1 ones, then each model's registry label."""
+    return STAGE1_TITLES | {name: spec.label or name for name, spec in models().items()}
+
+
+def contrasts() -> tuple[tuple[str, str], ...]:
+    """Paired differences shown next to the scores: the stage-1 ones, then for every probed
+    model its first registry comparison with another probed encoder."""
+    out = list(STAGE1_CONTRASTS)
+    for name, spec in models().items():
+        refs = [r for r in spec.compare if models()[r].probe] if spec.probe else []
+        out += [(name, refs[0])] if refs else []
+    return tuple(out)
+
+
 SECTIONS = (
     ("lab value", "Lab values from the feature table (ridge, test R2)"),
     ("lab flag", "Lab abnormality flags, the lab targets (logistic, test AUROC)"),
@@ -90,9 +102,10 @@ def _table(
     idx: list[int], variables: Sequence[Variable], scores: Mapping[str, Sequence[ProbeScore]]
 ) -> list[str]:
     encs = list(scores)
-    contrasts = [(a, b) for a, b in CONTRASTS if a in scores and b in scores]
-    head = ["variable", "metric", "n test", *[TITLES.get(e, e) for e in encs]]
-    head += [f"{TITLES[a]} - {TITLES[b]}" for a, b in contrasts]
+    names = titles()
+    shown = [(a, b) for a, b in contrasts() if a in scores and b in scores]
+    head = ["variable", "metric", "n test", *[names.get(e, e) for e in encs]]
+    head += [f"{names.get(a, a)} - {names.get(b, b)}" for a, b in shown]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i in idx:
         v, first = variables[i], scores[encs[0]][i]
@@ -101,7 +114,7 @@ def _table(
         cells += [
             _fmt(scores[e][i].estimate) if scores[e][i].status == "ok" else "skipped" for e in encs
         ]
-        cells += [_fmt(paired(scores[a][i], scores[b][i]), "+") for a, b in contrasts]
+        cells += [_fmt(paired(scores[a][i], scores[b][i]), "+") for a, b in shown]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -110,7 +123,7 @@ def summary_table(frame: pl.DataFrame) -> list[str]:
     """Markdown rows: mean score per encoder over the variables every encoder was probed on."""
     encs = list(dict.fromkeys(frame["encoder"].to_list()))
     lines = [
-        "| variables | metric | n | " + " | ".join(TITLES.get(e, e) for e in encs) + " |",
+        "| variables | metric | n | " + " | ".join(titles().get(e, e) for e in encs) + " |",
         "|" + "---|" * (3 + len(encs)),
     ]
     ok = frame.with_columns(
@@ -203,7 +216,8 @@ def heatmap(
                     color="w" if val < (lo + 1) / 2 else "k",
                 )
         ax.set_yticks(range(len(idx)), [variables[i].name for i in idx], fontsize=7)
-        ax.set_xticks(range(len(encs)), [TITLES.get(e, e) for e in encs], fontsize=7, rotation=20)
+        names = titles()
+        ax.set_xticks(range(len(encs)), [names.get(e, e) for e in encs], fontsize=7, rotation=30)
         ax.set_title(title, fontsize=9)
         fig.colorbar(image, ax=ax, fraction=0.04)
     fig.tight_layout()

@@ -32,20 +32,11 @@ from pipeline.evaluation.probe_report import summary_table
 from pipeline.evaluation.table1 import table1_rows, write_table1
 from pipeline.io import atomic_path, write_text_atomic
 from pipeline.metrics import auroc_per_label, gap_bridged, paired_difference
+from pipeline.registry import comparisons as registered_comparisons
 from pipeline.registry import model_names, models
 from pipeline.tracking import TrackingConfig, parent_run
 
 log = logging.getLogger(__name__)
-
-# (model, reference) pairs compared on the same bootstrap resamples.
-PAIRS = (
-    ("method_diagnoses", "signal_only"),
-    ("method_diagnoses", "multimodal_classification"),
-    ("method_labs", "multimodal_labs"),
-    # beyond the paper: does the L2-SP pull help over plain stage 2, and over no stage 1?
-    ("method_regularised", "method_diagnoses"),
-    ("method_regularised", "signal_only"),
-)
 
 
 @dataclass(frozen=True)
@@ -102,7 +93,7 @@ def comparisons(
     is evaluated on the same study_id-sorted records with the same seed (checked here).
     """
     out: dict[str, dict[str, Any]] = {}
-    for a, b in PAIRS:
+    for a, b in registered_comparisons():  # each registry entry's ``compare``
         check_paired(preds[a], preds[b])
         est = paired_difference(
             *macro_point_and_boot(evaluations[a]), *macro_point_and_boot(evaluations[b])
@@ -189,6 +180,7 @@ def _report_text(
         table_md,
         "Paper values are macro AUROCs on real MIMIC data, for comparison only.",
         "",
+        *_models_section(),
         "## Paired bootstrap comparisons (same resamples)",
         "",
         "| comparison | difference in macro AUROC (95% CI) | resamples |",
@@ -250,6 +242,22 @@ def _report_text(
     return "\n".join(lines)
 
 
+def _models_section() -> list[str]:
+    """What each model is, from its registry entry (pipeline/registry.py)."""
+    lines = [
+        "## Models",
+        "",
+        "| model | task | encoder starts from | tabular inputs | loss | frozen | what it is |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in models().values():
+        start = m.init or "scratch"
+        teacher = f" (teacher: {m.teacher})" if m.teacher else ""
+        cells = (m.name, m.task, start, m.tabular or "none", m.objective + teacher, m.freezing)
+        lines.append("| " + " | ".join((*cells, m.doc)) + " |")
+    return [*lines, ""]
+
+
 def _probe_section(probe: ProbeFiles, report_dir: Path) -> str:
     """The probe summary (mean probe score per encoder) with links to probe.md and its plot."""
     frame = pl.read_csv(probe.csv, schema_overrides={"score": pl.Float64})
@@ -257,9 +265,10 @@ def _probe_section(probe: ProbeFiles, report_dir: Path) -> str:
     lines = [
         "## Probe: clinical knowledge in the frozen ECG encoders",
         "",
-        "Linear probes on frozen embeddings of the untrained, stage-1, signal-only and method "
-        "encoders, fitted on the training records and scored on the test records (R2 for "
-        f"values, AUROC for flags). Per variable, with intervals: [probe.md]({md}).",
+        "Linear probes on frozen embeddings of the untrained encoder, the stage-1 encoders and "
+        "the models whose registry entry has probe=True, fitted on the training records and "
+        "scored on the test records (R2 for values, AUROC for flags). Per variable, with "
+        f"intervals: [probe.md]({md}).",
         "",
         *summary_table(frame),
         "",

@@ -22,10 +22,10 @@ from scipy.stats import norm
 
 from pipeline.evaluation.evaluate import CI_METHOD, EvalConfig, jsonable
 from pipeline.evaluation.predictions import Predictions, check_paired, load_predictions
-from pipeline.evaluation.report import PAIRS, load_evaluation, macro_point_and_boot
+from pipeline.evaluation.report import load_evaluation, macro_point_and_boot
 from pipeline.io import atomic_path, write_text_atomic
 from pipeline.metrics import Estimate, gap_bridged, percentile_interval
-from pipeline.registry import model_names
+from pipeline.registry import comparisons, model_names
 
 PAPER_EFFECT = 0.027  # method - signal-only macro AUROC on real MIMIC (0.795 - 0.768)
 POWER = 0.8
@@ -103,7 +103,7 @@ def study_summary(evals: Mapping[int, Mapping[str, Mapping[str, Any]]]) -> dict[
         }
     comps: dict[str, Any] = {}
     n_test = int(evals[seeds[0]][names[0]]["n_records"])
-    for a, b in PAIRS:
+    for a, b in comparisons():
         diffs = [(macro[s][a][0] - macro[s][b][0], macro[s][a][1] - macro[s][b][1]) for s in seeds]
         pooled = _pooled(diffs)
         single_sd = float(np.mean([np.nanstd(d, ddof=1) for _, d in diffs]))

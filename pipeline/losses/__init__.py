@@ -1,5 +1,6 @@
 """Losses (one concept per module): the self-supervised ones and the stage-1 objective registry,
-and L2-SP (:mod:`pipeline.losses.l2sp`), the fine-tuning regulariser of method_regularised.
+L2-SP (:mod:`pipeline.losses.l2sp`), the fine-tuning regulariser of method_regularised, and
+knowledge distillation (:mod:`pipeline.losses.distillation`), the loss of ``distilled``.
 
 Every self-supervised loss module maps two paired batches ``(z_a, z_b)``, each (B, D), to a
 NamedTuple whose first field is the scalar ``loss`` and whose other fields are its terms.
@@ -25,6 +26,7 @@ from torch import nn
 
 from pipeline.losses.barlow_twins import BarlowTwinsLoss, BarlowTwinsOutput
 from pipeline.losses.clip import ClipLoss, ClipOutput
+from pipeline.losses.distillation import DistillationLoss, DistillationOutput
 from pipeline.losses.l2sp import L2SP
 from pipeline.losses.vicreg import VICRegLoss, VICRegOutput
 
@@ -136,6 +138,8 @@ __all__ = [
     "BarlowTwinsOutput",
     "ClipLoss",
     "ClipOutput",
+    "DistillationLoss",
+    "DistillationOutput",
     "Objective",
     "ObjectiveName",
     "ObjectiveOutput",

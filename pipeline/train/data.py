@@ -97,8 +97,11 @@ class ECGDataset(Dataset[dict[str, np.ndarray]]):
     """Crops of records with optional tabular inputs and targets.
 
     Items are dicts: ``ecg`` (12, crop) in train mode or (eval_crops, 12, crop) in eval
-    mode, plus ``x_cont``, ``x_mask``, ``x_cat`` when tabular is given and ``target``
-    (K,) when targets are given.
+    mode, plus ``x_cont``, ``x_mask``, ``x_cat`` when tabular is given, ``target`` (K,)
+    when targets are given, ``teacher`` (K,) when teacher logits are given (distillation),
+    and with ``second_crop`` (train mode) ``ecg_view``: a second, independently placed crop
+    of the same record (ECG-only self-supervision). The first crop is drawn first, so it is
+    the same with and without the second.
     """
 
     def __init__(
@@ -112,14 +115,20 @@ class ECGDataset(Dataset[dict[str, np.ndarray]]):
         seed: int = 0,
         tabular: TabularArrays | None = None,
         targets: np.ndarray | None = None,
+        teacher: np.ndarray | None = None,
+        second_crop: bool = False,
     ) -> None:
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+        if second_crop and mode != "train":
+            raise ValueError("second_crop needs mode 'train' (random crops)")
         n = len(ids)
         if tabular is not None and len(tabular.x_cont) != n:
             raise ValueError("tabular rows do not match ids")
         if targets is not None and len(targets) != n:
             raise ValueError("target rows do not match ids")
+        if teacher is not None and len(teacher) != n:
+            raise ValueError("teacher rows do not match ids")
         self.store = store
         self.ids = np.asarray(ids, dtype=np.int64)
         self.crop = crop_samples
@@ -129,6 +138,8 @@ class ECGDataset(Dataset[dict[str, np.ndarray]]):
         self.epoch = 0
         self.tabular = tabular
         self.targets = targets
+        self.teacher = teacher
+        self.second_crop = second_crop
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -143,18 +154,20 @@ class ECGDataset(Dataset[dict[str, np.ndarray]]):
             if length < self.crop:
                 raise ValueError(f"record #{i}: {length} samples < crop {self.crop}")
             rng = np.random.default_rng((self.seed, self.epoch, i))
-            s = int(rng.integers(0, length - self.crop + 1))
-            ecg = np.ascontiguousarray(x[:, s : s + self.crop], dtype=np.float32)
+            starts = rng.integers(0, length - self.crop + 1, size=2 if self.second_crop else 1)
+            crops = [np.ascontiguousarray(x[:, s : s + self.crop], np.float32) for s in starts]
+            item = dict(zip(("ecg", "ecg_view"), crops, strict=False))
         else:
             starts = crop_starts(length, self.crop, self.eval_crops)
-            ecg = np.stack([x[:, s : s + self.crop] for s in starts]).astype(np.float32)
-        item = {"ecg": ecg}
+            item = {"ecg": np.stack([x[:, s : s + self.crop] for s in starts]).astype(np.float32)}
         if self.tabular is not None:
             item["x_cont"] = self.tabular.x_cont[i]
             item["x_mask"] = self.tabular.x_mask[i]
             item["x_cat"] = self.tabular.x_cat[i]
         if self.targets is not None:
             item["target"] = self.targets[i]
+        if self.teacher is not None:
+            item["teacher"] = self.teacher[i]
         return item
 
 

@@ -15,6 +15,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import polars as pl
 import torch
 from safetensors.torch import load_file
 from torch import nn
@@ -27,9 +29,11 @@ from pipeline.models import (
     build_tabular_encoder,
     ecg_encoder_config,
 )
-from pipeline.registry import ModelSpec, architecture
-from pipeline.train.data import Batch
+from pipeline.registry import PRETRAINED, ModelSpec, architecture
+from pipeline.train.data import Batch, ECGDataset, EpochLoader, open_store
+from pipeline.train.engine import TrainConfig
 from pipeline.train.heads import normalised
+from pipeline.train.predict import predict_probs
 from pipeline.train.stage_config import StageConfig
 from pipeline.train.tabular import TabularPreprocessor, tabular_encoder_meta
 
@@ -108,7 +112,7 @@ def build_supervised(
 ) -> SupervisedModel:
     """A fresh or initialised model for ``spec`` with its freezing applied."""
     dropout = float(model_cfg["ecg_encoder"]["dropout"])
-    if spec.init not in (None, "pretrain"):
+    if spec.init is not None and spec.init not in PRETRAINED:
         if init_dir is None:
             raise ValueError(f"{spec.name} needs the {spec.init} model directory")
         base, _ = load_supervised(Path(init_dir))
@@ -128,9 +132,9 @@ def build_supervised(
             diagnosis_head_cfg=base.head_cfg,
             encoder_frozen=cfg.freeze_encoder,
         )
-    if spec.init == "pretrain":
+    if spec.init in PRETRAINED:
         if init_dir is None:
-            raise ValueError(f"{spec.name} needs the pretrain directory")
+            raise ValueError(f"{spec.name} needs the {spec.init} directory")
         meta = _read_json(Path(init_dir) / "model.json")
         encoder = build_ecg_encoder(meta["ecg_encoder"])
         encoder.load_state_dict(load_file(str(Path(init_dir) / "encoder.safetensors")))
@@ -230,3 +234,38 @@ def load_supervised(model_dir: Path) -> tuple[SupervisedModel, TabularPreprocess
     )
     model.load_state_dict(load_file(str(model_dir / "model.safetensors")))
     return model, prep
+
+
+def predict_model(
+    model_dir: Path,
+    shard_index: Path,
+    ids: np.ndarray,
+    train_cfg: TrainConfig,
+    head: str = "head",
+    features: Path | None = None,
+    batch_size: int = 64,
+    device: torch.device | None = None,
+) -> np.ndarray:
+    """Crop-averaged probabilities of a saved model for ``ids`` (on ``device``, default CPU).
+
+    ``head="diagnosis_head"`` gives the diagnoses of a method_labs model, which must equal
+    those of the method_diagnoses model it was built on when its encoder was frozen.
+    """
+    device = device or torch.device("cpu")
+    model, prep = load_supervised(Path(model_dir))
+    model.to(device).eval()
+    tab = None
+    if prep is not None:
+        if features is None:
+            raise ValueError(f"{model_dir} uses tabular features; pass the features file")
+        tab = prep.transform(pl.read_parquet(features), ids, str(features))
+    ds = ECGDataset(
+        open_store(shard_index),
+        ids,
+        crop_samples=train_cfg.crop_samples,
+        mode="eval",
+        eval_crops=train_cfg.eval_crops,
+        tabular=tab,
+    )
+    loader = EpochLoader(ds, batch_size, shuffle=False, drop_last=False)
+    return predict_probs(model, loader, lambda m, b: m(b, head=head), device)

@@ -6,7 +6,9 @@ information of the tabular data moves into the ECG encoder. The objective is cho
 config (``pretrain.objective``): Barlow Twins (Zbontar et al. 2021, the paper's), VICReg
 (Bardes et al. 2022) or CLIP's symmetric InfoNCE (Radford et al. 2021); see
 :mod:`pipeline.losses`. A logistic-regression probe on frozen embeddings (diagnoses) at the
-end checks against representational collapse.
+end checks against representational collapse. With ``augment`` the partner of each ECG crop
+is a second augmented crop of the same record instead of its tabular data
+(:mod:`pipeline.train.two_view`, the ``ssl_ecg_only`` model's stage 1).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pipeline.models import (
     ecg_encoder_config,
 )
 from pipeline.tracking import TrackingConfig, stage_run
+from pipeline.train.augment import EcgAugmentConfig
 from pipeline.train.checkpoint import CheckpointSpec, checkpoint_key
 from pipeline.train.data import (
     Batch,
@@ -57,25 +60,33 @@ from pipeline.train.engine import (
 )
 from pipeline.train.head_init import logistic_probe
 from pipeline.train.pretrain_config import PretrainConfig
-from pipeline.train.tabular import fit_tabular, read_manifest, tabular_encoder_meta
+from pipeline.train.tabular import (
+    TabularArrays,
+    TabularPreprocessor,
+    fit_tabular,
+    read_manifest,
+    tabular_encoder_meta,
+)
+from pipeline.train.two_view import TwoViewEmbedding
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class PretrainInputs:
-    """Files stage 1 reads (all produced by upstream rules)."""
+    """Files stage 1 reads (all produced by upstream rules); the ECG-only stage 1 reads no
+    features (the labels are for the collapse probe only)."""
 
     shard_index: Path
-    features: Path
-    feature_manifest: Path
     labels: Path
     label_manifest: Path
     train_ids: Path
     val_ids: Path
+    features: Path | None = None
+    feature_manifest: Path | None = None
 
     def files(self) -> list[Path]:
-        return [Path(v) for v in asdict(self).values()]
+        return [Path(v) for v in asdict(self).values() if v is not None]
 
 
 @dataclass(frozen=True)
@@ -119,14 +130,15 @@ class JointEmbedding(nn.Module):
         h_tab = self.tab_encoder(batch["x_cont"], batch["x_mask"], batch["x_cat"])
         return z_ecg, self.tab_projector(h_tab)  # (B, E), (B, E)
 
-    def loss(self, batch: Batch) -> ObjectiveOutput:
-        """The objective between the two projections of ``batch``."""
+    def loss(self, batch: Batch, generator: torch.Generator | None = None) -> ObjectiveOutput:
+        """The objective between the two projections of ``batch`` (``generator``: unused,
+        the signature of :meth:`TwoViewEmbedding.loss`)."""
         if self.objective is None:
             raise ValueError("JointEmbedding has no objective")
         return self.objective(*self(batch))
 
 
-def param_groups(model: JointEmbedding) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module) -> list[dict[str, Any]]:
     """The encoders and projectors, and the objective's parameters without weight decay.
 
     A temperature is a scale, not a weight: decaying ``log(1 / tau)`` pulls it towards 0
@@ -154,6 +166,7 @@ def pretrain(
     checkpoint_dir: Path | None = None,
     threads: int | None = None,
     on_epoch_end: EpochCallback | None = None,
+    augment: EcgAugmentConfig | None = None,
 ) -> PretrainResult:
     """Pre-train the ECG encoder and write ``out_dir`` (encoder, model.json, history, probe).
 
@@ -165,37 +178,45 @@ def pretrain(
         checkpoint_dir: where the resume checkpoint lives (None: no resume).
         threads: the rule's threads (used unless train.num_threads is set).
         on_epoch_end: called after each epoch (tests use it to simulate a kill).
+        augment: the ECG-only stage 1 (``pretrain_ecg_only``): the partner of each crop is a
+            second crop of the record, both augmented so; None: the tabular data (the paper).
     """
     device = setup_runtime(train_cfg, threads, cfg.seed)
     store = open_store(inputs.shard_index)
     train_ids, val_ids = read_ids(inputs.train_ids), read_ids(inputs.val_ids)
-    features = pl.read_parquet(inputs.features)
-    manifest = read_manifest(inputs.feature_manifest, "all")
-    prep = fit_tabular(features, manifest, train_ids, "all", str(inputs.features))
-    tab_train = prep.transform(features, train_ids, str(inputs.features))
-    tab_val = prep.transform(features, val_ids, str(inputs.features))
     if len(train_ids) < 2 or len(val_ids) < 2:
         raise ValueError("pre-training needs at least 2 train and 2 val records")
-    log.info(
-        "pre-training on %d train / %d val records, %d continuous + %d categorical features",
-        len(train_ids),
-        len(val_ids),
-        prep.n_continuous,
-        len(prep.categorical),
-    )
-
     ecg_encoder = build_ecg_encoder(model_cfg["ecg_encoder"])
-    tab_cfg = dict(model_cfg["tabular_encoder"])
-    tab_encoder = build_tabular_encoder(tab_cfg, prep.n_continuous, prep.cat_cardinalities)
     objective = cfg.build_objective()
-    model = JointEmbedding(ecg_encoder, tab_encoder, cfg.embed_dim, cfg.projector_hidden, objective)
+    tab: dict[str, TabularArrays | None] = {"train": None, "val": None}
+    model: JointEmbedding | TwoViewEmbedding
+    if augment is not None:
+        prep, tab_cfg = None, None
+        model = TwoViewEmbedding(
+            ecg_encoder, cfg.embed_dim, cfg.projector_hidden, augment, objective
+        )
+        log.info("ECG-only pre-training on %d train / %d val records", len(train_ids), len(val_ids))
+    else:
+        prep, tab = _tabular(inputs, train_ids, val_ids)
+        tab_cfg = dict(model_cfg["tabular_encoder"])
+        tab_encoder = build_tabular_encoder(tab_cfg, prep.n_continuous, prep.cat_cardinalities)
+        model = JointEmbedding(
+            ecg_encoder, tab_encoder, cfg.embed_dim, cfg.projector_hidden, objective
+        )
     model.to(device)
     optimizer = torch.optim.AdamW(param_groups(model), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     crop, k = train_cfg.crop_samples, train_cfg.num_workers
     # drop_last: batch-normalising a branch needs >= 2 samples in every batch.
     train_loader = EpochLoader(
-        ECGDataset(store, train_ids, crop_samples=crop, seed=cfg.seed, tabular=tab_train),
+        ECGDataset(
+            store,
+            train_ids,
+            crop_samples=crop,
+            seed=cfg.seed,
+            tabular=tab["train"],
+            second_crop=augment is not None,
+        ),
         cfg.batch_size,
         shuffle=True,
         drop_last=True,
@@ -204,7 +225,14 @@ def pretrain(
     )
     # Validation: one fixed random crop per record (seeded apart from training's crops).
     val_loader = EpochLoader(
-        ECGDataset(store, val_ids, crop_samples=crop, seed=cfg.seed + 1, tabular=tab_val),
+        ECGDataset(
+            store,
+            val_ids,
+            crop_samples=crop,
+            seed=cfg.seed + 1,
+            tabular=tab["val"],
+            second_crop=augment is not None,
+        ),
         cfg.batch_size,
         shuffle=False,
         drop_last=False,
@@ -213,21 +241,23 @@ def pretrain(
     )
 
     def step(m: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        assert isinstance(m, JointEmbedding)
+        assert isinstance(m, JointEmbedding | TwoViewEmbedding)
         out = m.loss(batch)
         return out.loss, {k: v.item() for k, v in out.components.items()}
 
     def validate(m: nn.Module) -> dict[str, float]:
-        assert isinstance(m, JointEmbedding)
-        return _val_loss(m, val_loader, device)
+        assert isinstance(m, JointEmbedding | TwoViewEmbedding)
+        return _val_loss(m, val_loader, device, cfg.seed + 1)
 
-    params = {"pretrain": cfg.record(), "model": dict(model_cfg), "train": asdict(train_cfg)}
+    stage = "pretrain" if augment is None else "pretrain_ecg_only"
+    record = cfg.record() | ({} if augment is None else {"augment": asdict(augment)})
+    params = {"pretrain": record, "model": dict(model_cfg), "train": asdict(train_cfg)}
     ckpt = None
     if checkpoint_dir is not None:
-        key = checkpoint_key({"stage": "pretrain", **params}, inputs.files())
+        key = checkpoint_key({"stage": stage, **params}, inputs.files())
         ckpt = CheckpointSpec(Path(checkpoint_dir) / "last.pt", key, train_cfg.checkpoint_every)
     with stage_run(
-        tracking.tracking_uri, tracking.experiment, Path(tracking.results_dir), "pretrain", params
+        tracking.tracking_uri, tracking.experiment, Path(tracking.results_dir), stage, params
     ) as run:
         run.log_metrics({"n_train": len(train_ids), "n_val": len(val_ids)}, 0)
         result = fit(
@@ -242,7 +272,7 @@ def pretrain(
             device=device,
             checkpoint=ckpt,
             run=run,
-            desc="pretrain",
+            desc=stage,
             on_epoch_end=on_epoch_end,
         )
         probe = linear_probe(
@@ -254,9 +284,10 @@ def pretrain(
         )
         meta = {
             "ecg_encoder": ecg_encoder_config(model.ecg_encoder),
-            "tabular_encoder": tabular_encoder_meta(tab_cfg, prep),
-            "tabular": prep.to_dict(),
-            "pretrain": cfg.record(),
+            "tabular_encoder": None if prep is None else tabular_encoder_meta(tab_cfg or {}, prep),
+            "tabular": None if prep is None else prep.to_dict(),
+            "partner": "tabular" if augment is None else "ecg",
+            "pretrain": record,
             # the objective's learned state (CLIP: log logit scale), as selected with the best epoch
             "objective_state": {k: v.tolist() for k, v in objective.state_dict().items()},
             "best_epoch": result.best_epoch,
@@ -284,9 +315,34 @@ def pretrain(
     )
 
 
-def _val_loss(model: JointEmbedding, loader: EpochLoader, device: torch.device) -> dict[str, float]:
-    """Record-weighted mean of the objective and its components: ``val_loss``, ``val_<c>``."""
+def _tabular(
+    inputs: PretrainInputs, train_ids: np.ndarray, val_ids: np.ndarray
+) -> tuple[TabularPreprocessor, dict[str, TabularArrays | None]]:
+    """The tabular branch's statistics (fitted on train) and inputs of both parts."""
+    if inputs.features is None or inputs.feature_manifest is None:
+        raise ValueError("pre-training against tabular data needs features and a feature manifest")
+    features = pl.read_parquet(inputs.features)
+    manifest = read_manifest(inputs.feature_manifest, "all")
+    src = str(inputs.features)
+    prep = fit_tabular(features, manifest, train_ids, "all", src)
+    log.info(
+        "pre-training on %d train / %d val records, %d continuous + %d categorical features",
+        *(len(train_ids), len(val_ids), prep.n_continuous, len(prep.categorical)),
+    )
+    parts = {"train": train_ids, "val": val_ids}
+    return prep, {p: prep.transform(features, v, src) for p, v in parts.items()}
+
+
+def _val_loss(
+    model: JointEmbedding | TwoViewEmbedding, loader: EpochLoader, device: torch.device, seed: int
+) -> dict[str, float]:
+    """Record-weighted mean of the objective and its components: ``val_loss``, ``val_<c>``.
+
+    The ECG-only views are drawn from a generator seeded anew for every pass, so every
+    epoch is validated on the same views (and the training generator is left untouched).
+    """
     assert model.objective is not None
+    generator = torch.Generator().manual_seed(seed)
     sums = dict.fromkeys(("loss", *model.objective.component_names), 0.0)
     n_seen = 0
     for batch in loader:
@@ -295,7 +351,7 @@ def _val_loss(model: JointEmbedding, loader: EpochLoader, device: torch.device) 
         # undefined; skipped for every objective, so all average over the same records.
         if n < 2:
             continue
-        out = model.loss(to_device(batch, device))
+        out = model.loss(to_device(batch, device), generator)
         for key, value in {"loss": out.loss, **out.components}.items():
             sums[key] += n * value.item()
         n_seen += n

@@ -122,6 +122,27 @@ class RegularisedConfig(FinetuneDiagnosesConfig):
             raise ValueError(f"l2sp_alpha must be >= 0, got {self.l2sp_alpha}")
 
 
+@dataclass(frozen=True)
+class DistilledConfig(StageConfig):
+    """The ``distilled`` section: signal-only's settings plus the distillation's.
+
+    Attributes:
+        temperature: T of :class:`pipeline.losses.DistillationLoss` (softens the teacher's
+            and the student's logits; the soft term is scaled by T^2).
+        mix: weight of the soft (teacher) term; 1 - mix weighs the labels.
+    """
+
+    temperature: float = 2.0
+    mix: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.temperature > 0:
+            raise ValueError(f"distilled.temperature must be > 0, got {self.temperature}")
+        if not 0 <= self.mix <= 1:
+            raise ValueError(f"distilled.mix must be in [0, 1], got {self.mix}")
+
+
 # config section -> its dataclass. A rule's section arrives complete (the schema fills every
 # key), so StageConfig(**section) holds the same values as its own class would; they differ only in
 # what a Python caller gets for the keys it leaves out.
@@ -130,6 +151,7 @@ STAGE_CONFIGS: dict[str, type[StageConfig]] = {
     "finetune_labs": FinetuneLabsConfig,
     "baselines": StageConfig,
     "method_regularised": RegularisedConfig,
+    "distilled": DistilledConfig,
 }
 
 

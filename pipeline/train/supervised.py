@@ -8,9 +8,9 @@ head is first fitted on the frozen starting encoder's cached embeddings, then th
 is fine-tuned (Kumar et al. 2022); a stage whose encoder is frozen trains its head on the
 cached embeddings only. Every model finally reports a logistic-regression probe of its
 own frozen embedding next to its head's validation AUROC (the head should not lose).
-With ``l2sp_alpha`` > 0 (the ``method_regularised`` section) the loss adds an L2-SP pull of
-the encoder's trainable weights towards their starting (stage-1) values
-(:class:`pipeline.losses.L2SP`); the history then logs ``bce`` and ``l2sp`` beside ``loss``.
+The loss is the model's section's (:mod:`pipeline.train.supervised_loss`): the BCE, plus an
+L2-SP pull (``method_regularised``) or a distillation term towards a teacher's predictions
+(``distilled``; :mod:`pipeline.train.teacher`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from torch import nn
 
 from pipeline.data.preprocessing import training_preprocessing
 from pipeline.io import atomic_path
-from pipeline.losses import L2SP
 from pipeline.registry import spec as registered_spec
 from pipeline.tracking import TrackingConfig, stage_run
 from pipeline.train.checkpoint import CheckpointSpec, checkpoint_key
@@ -64,12 +63,14 @@ from pipeline.train.model import (
     ModelSpec,
     SupervisedModel,
     build_supervised,
-    load_supervised,
     model_meta,
+    predict_model,
 )
 from pipeline.train.predict import macro_auroc, predict_probs, write_predictions
-from pipeline.train.stage_config import StageConfig, l2sp_alpha
+from pipeline.train.stage_config import StageConfig
+from pipeline.train.supervised_loss import supervised_loss
 from pipeline.train.tabular import TabularArrays, TabularPreprocessor, fit_tabular, read_manifest
+from pipeline.train.teacher import teacher_logits
 
 __all__ = [
     "StageConfig",
@@ -92,8 +93,10 @@ class SupervisedInputs:
         target_names: label_manifest.tsv (column ``code``) or lab_targets_selected.tsv
             (column ``target``); their order is the output order.
         features, feature_manifest: tabular inputs (multimodal baselines only).
-        init_dir: the pretrain directory (method_diagnoses) or the method_diagnoses model
-            directory (method_labs).
+        init_dir: the stage-1 directory (method_diagnoses, ssl_ecg_only) or the model
+            directory the encoder comes from (method_labs: method_diagnoses').
+        teacher_dir: the teacher's model directory (distilled); it reads ``features`` when
+            the teacher has tabular inputs.
     """
 
     shard_index: Path
@@ -105,12 +108,13 @@ class SupervisedInputs:
     features: Path | None = None
     feature_manifest: Path | None = None
     init_dir: Path | None = None
+    teacher_dir: Path | None = None
 
     def files(self) -> list[Path]:
-        out = [Path(v) for v in asdict(self).values() if v is not None]
-        if self.init_dir is not None:  # the directory's mtime does not track its files
-            out = [p for p in out if p != Path(self.init_dir)]
-            out += sorted(p for p in Path(self.init_dir).iterdir() if p.is_file())
+        dirs = [Path(d) for d in (self.init_dir, self.teacher_dir) if d is not None]
+        out = [Path(v) for v in asdict(self).values() if v is not None and Path(v) not in dirs]
+        for d in dirs:  # a directory's mtime does not track its files
+            out += sorted(p for p in d.iterdir() if p.is_file())
         return out
 
 
@@ -167,11 +171,12 @@ def train_supervised(
     targets = {p: read_targets(inputs.targets, v, names) for p, v in ids.items()}
     prep, tab = _tabular(spec, inputs, ids)
     model = build_supervised(spec, cfg, model_cfg, len(names), prep, inputs.init_dir).to(device)
-    # w0 is snapshotted here, before any step or resume, so it is the stage-1 encoder.
-    l2sp = L2SP(model.encoder, l2sp_alpha(cfg)) if l2sp_alpha(cfg) > 0 else None
+    # L2-SP's w0 is snapshotted here, before any step or resume, so it is the stage-1 encoder.
+    step = supervised_loss(model.encoder, cfg)
     optimizer = torch.optim.AdamW(
-        _param_groups(model, cfg, l2sp is not None), weight_decay=cfg.weight_decay
+        _param_groups(model, cfg, step.l2sp is not None), weight_decay=cfg.weight_decay
     )
+    teacher = _teacher(spec, inputs, ids["train"], names, train_cfg, cfg.batch_size, device)
     log.info(
         "%s: %d targets, %d train / %d val / %d test records, %d trainable parameters",
         kind,
@@ -190,6 +195,7 @@ def train_supervised(
             seed=cfg.seed,
             tabular=tab[part],
             targets=targets[part],
+            teacher=teacher if part == "train" and mode == "train" else None,
         )
         # drop_last in training: batch norm (tabular encoder) needs >= 2 samples per batch;
         # shuffling per epoch still shows every record.
@@ -203,13 +209,6 @@ def train_supervised(
         )
 
     train_loader, val_loader = loader("train", "train", True), loader("val", "eval", False)
-
-    def step(m: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        bce = masked_bce(m(batch), batch["target"])
-        if l2sp is None:  # every model but method_regularised: the loss is the BCE alone
-            return bce, {}
-        pull = l2sp()
-        return bce + pull, {"bce": float(bce.detach()), "l2sp": float(pull.detach())}
 
     def validate(m: nn.Module) -> dict[str, float]:
         auroc, n_used = macro_auroc(targets["val"], predict_probs(m, val_loader, _forward, device))
@@ -335,6 +334,35 @@ def train_supervised(
     )
 
 
+def _teacher(
+    spec: ModelSpec,
+    inputs: SupervisedInputs,
+    train_ids: np.ndarray,
+    names: list[str],
+    train_cfg: TrainConfig,
+    batch_size: int,
+    device: torch.device,
+) -> np.ndarray | None:
+    """The teacher's logits for the training records (distilled), else None."""
+    if spec.teacher is None:
+        return None
+    if inputs.teacher_dir is None:
+        raise ValueError(f"{spec.name} is distilled from {spec.teacher}: pass its model directory")
+    # Loading the teacher builds modules, which draws from torch's global generator: forked,
+    # so the student's dropout and crops are those it would have without a teacher.
+    with torch.random.fork_rng(devices=[]):
+        return teacher_logits(
+            inputs.teacher_dir,
+            inputs.shard_index,
+            train_ids,
+            names,
+            train_cfg,
+            features=inputs.features,
+            batch_size=batch_size,
+            device=device,
+        )
+
+
 def _embed(model: nn.Module, batch: Batch) -> torch.Tensor:
     assert isinstance(model, SupervisedModel)
     return model.embed(batch)
@@ -380,36 +408,3 @@ def _param_groups(
 
 def _is_encoder(name: str) -> bool:
     return name.startswith("encoder.")
-
-
-def predict_model(
-    model_dir: Path,
-    shard_index: Path,
-    ids: np.ndarray,
-    train_cfg: TrainConfig,
-    head: str = "head",
-    features: Path | None = None,
-    batch_size: int = 64,
-) -> np.ndarray:
-    """Crop-averaged probabilities of a saved model for ``ids`` (CPU).
-
-    ``head="diagnosis_head"`` gives the diagnoses of a method_labs model, which must equal
-    those of the method_diagnoses model it was built on when its encoder was frozen.
-    """
-    model, prep = load_supervised(Path(model_dir))
-    model.eval()
-    tab = None
-    if prep is not None:
-        if features is None:
-            raise ValueError(f"{model_dir} uses tabular features; pass the features file")
-        tab = prep.transform(pl.read_parquet(features), ids, str(features))
-    ds = ECGDataset(
-        open_store(shard_index),
-        ids,
-        crop_samples=train_cfg.crop_samples,
-        mode="eval",
-        eval_crops=train_cfg.eval_crops,
-        tabular=tab,
-    )
-    loader = EpochLoader(ds, batch_size, shuffle=False, drop_last=False)
-    return predict_probs(model, loader, lambda m, b: m(b, head=head), torch.device("cpu"))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from pipeline.registry import PLUGINS_ENV, plugin_modules
+from pipeline.registry import PLUGINS_ENV, PRETRAINED, plugin_modules
 from pipeline.registry import models as registered_models
 
 # Rule scripts import `pipeline` from the repository root even where it is not
@@ -77,6 +77,7 @@ P = {
     "lab_targets_selected": f"{R}/splits/lab_targets_selected.tsv",
     # models
     "pretrain_dir": f"{R}/models/pretrain",
+    "pretrain_ecg_only_dir": f"{R}/models/pretrain_ecg_only",
     "model_dir": f"{R}/models/{{model}}",
     "predictions": f"{R}/predictions/{{model}}.npz",
     # evaluation and report
@@ -139,22 +140,33 @@ TASK_TARGETS = {
 }
 
 
+# The stage-1 directories a model can start from (pipeline.registry.PRETRAINED).
+PRETRAINED_DIRS = {name: P[f"{name}_dir"] for name in PRETRAINED}
+
+
+def model_dir(name):
+    """The directory of a stage-1 encoder or of a registered model."""
+    return PRETRAINED_DIRS.get(name) or P["model_dir"].format(model=name)
+
+
 def training_inputs(wildcards):
     """train_model's named inputs (SupervisedInputs' fields) from the model's registry
-    entry: the task's targets, the tabular features where it has any, and the model
-    directory its encoder starts from where it does not start from scratch."""
+    entry: the task's targets, the tabular features where it (or its teacher) has any, the
+    directory its encoder starts from where it does not start from scratch, and its
+    teacher's model directory where it is distilled."""
     spec = MODELS[wildcards.model]
     inputs = {
         "shard_index": P["shard_index"],
         **{f"{part}_ids": ids(part) for part in ("train", "val", "test")},
         **TASK_TARGETS[spec.task],
     }
-    if spec.tabular is not None:
+    teacher = MODELS[spec.teacher] if spec.teacher is not None else None
+    if spec.tabular is not None or (teacher is not None and teacher.tabular is not None):
         inputs |= {"features": P["features"], "feature_manifest": P["feature_manifest"]}
-    if spec.init == "pretrain":
-        inputs["init_dir"] = P["pretrain_dir"]
-    elif spec.init is not None:
-        inputs["init_dir"] = P["model_dir"].format(model=spec.init)
+    if spec.init is not None:
+        inputs["init_dir"] = model_dir(spec.init)
+    if teacher is not None:
+        inputs["teacher_dir"] = model_dir(teacher.name)
     return inputs
 
 

@@ -13,6 +13,13 @@ def probe_ground_truth():
     return [P["ground_truth"]] if applies else []
 
 
+def probe_encoders():
+    """The probe's encoder directories by name: the stage-1 ones, then each registered model
+    whose entry has probe=True (the untrained encoder needs no file)."""
+    probed = [name for name, spec in MODELS.items() if spec.probe]
+    return PRETRAINED_DIRS | {name: model_dir(name) for name in probed}
+
+
 # The study (study.smk): per-seed twins of the training and evaluation outputs.
 STUDY = f"{R}/study"
 SEEDS = config["study"]["seeds"]

@@ -1,11 +1,12 @@
-# Linear probes of clinical knowledge in the frozen ECG encoders (pipeline.evaluation.probe):
-# untrained, stage 1, signal-only, the method's stage 2 and its L2-SP variant
-# (method_regularised: does the pull keep stage 1's knowledge?), side by side. The synthetic
-# ground truth is read here only, and only when probe.ground_truth asks for it.
+# Linear probes of clinical knowledge in the frozen ECG encoders (pipeline.evaluation.probe),
+# side by side: untrained, the two stage-1 encoders (against tabular data; ECG only) and
+# every registered model whose entry says probe=True (probe_encoders in common_study.smk).
+# The synthetic ground truth is read here only, and only when probe.ground_truth asks.
 
 
 rule probe:
     input:
+        **probe_encoders(),
         shard_index=P["shard_index"],
         train_ids=ids("train"),
         val_ids=ids("val"),
@@ -15,10 +16,6 @@ rule probe:
         lab_targets_selected=P["lab_targets_selected"],
         lab_target_manifest=P["lab_target_manifest"],
         ground_truth=probe_ground_truth(),
-        pretrain=P["pretrain_dir"],
-        signal_only=P["model_dir"].format(model="signal_only"),
-        method_diagnoses=P["model_dir"].format(model="method_diagnoses"),
-        method_regularised=P["model_dir"].format(model="method_regularised"),
     output:
         md=report(P["probe_md"], caption="../report/probe.rst", category="Probe"),
         csv=report(P["probe_csv"], caption="../report/probe.rst", category="Probe"),
@@ -33,6 +30,7 @@ rule probe:
         runtime=120,
         gpu=0,
     params:
+        encoders=list(probe_encoders()),
         probe=section("probe"),
         model=section("model"),
         train=section("train"),

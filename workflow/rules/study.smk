@@ -34,6 +34,20 @@ use rule pretrain as study_pretrain with:
         checkpoint_dir=seeded_checkpoints("pretrain"),
 
 
+use rule pretrain_ecg_only as study_pretrain_ecg_only with:
+    input:
+        **seeded_inputs("pretrain_ecg_only"),
+    output:
+        directory(seeded(P["pretrain_ecg_only_dir"])),
+    log:
+        seeded(log("pretrain_ecg_only")),
+    benchmark:
+        seeded_benchmark("pretrain_ecg_only")
+    params:
+        pretrain=seeded_section("pretrain"),
+        checkpoint_dir=seeded_checkpoints("pretrain_ecg_only"),
+
+
 use rule train_model as study_train_model with:
     input:
         unpack(seeded_training_inputs),

@@ -1,4 +1,4 @@
-"""Rule probe: linear probes on four frozen ECG encoders (pipeline.evaluation.probe)."""
+"""Rule probe: linear probes on the frozen ECG encoders (pipeline.evaluation.probe)."""
 
 from pathlib import Path
 
@@ -23,13 +23,7 @@ run_probe(
         },
         ground_truth=Path(inp.ground_truth[0]) if inp.ground_truth else None,
     ),
-    {
-        "random_init": None,
-        "pretrain": Path(inp.pretrain),
-        "signal_only": Path(inp.signal_only),
-        "method_diagnoses": Path(inp.method_diagnoses),
-        "method_regularised": Path(inp.method_regularised),
-    },
+    {"random_init": None} | {name: Path(getattr(inp, name)) for name in params.encoders},
     ProbeOutputs(
         Path(snakemake.output.md), Path(snakemake.output.csv), Path(snakemake.output.plot)
     ),
