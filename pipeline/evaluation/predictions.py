@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from pipeline.manifests import label_descriptions, read_manifest_tsv
+
 TASKS = ("diagnoses", "labs")
 _ARRAYS = ("study_id", "prob", "target", "labels", "task")
 
@@ -118,24 +120,17 @@ def check_paired(a: Predictions, b: Predictions) -> None:
 
 def read_tsv(path: Path) -> pl.DataFrame:
     """A manifest TSV with every column as text (codes such as "0389" stay intact)."""
-    return pl.read_csv(path, separator="\t", infer_schema=False)
+    return read_manifest_tsv(path)
 
 
 def diagnosis_names(label_manifest: Path) -> dict[str, str]:
     """Label code -> description from the label manifest (code, description, count)."""
-    df = read_tsv(label_manifest)
-    for col in ("code", "description"):
-        if col not in df.columns:
-            raise ValueError(f"{label_manifest}: missing column {col!r}")
-    return dict(zip(df["code"].to_list(), df["description"].to_list(), strict=True))
+    return label_descriptions(label_manifest)
 
 
 def lab_target_names(lab_target_manifest: Path) -> dict[str, str]:
     """Lab target -> readable name, e.g. "Potassium (Blood) high, > 5.1"."""
-    df = read_tsv(lab_target_manifest)
-    for col in ("target", "lab", "direction"):
-        if col not in df.columns:
-            raise ValueError(f"{lab_target_manifest}: missing column {col!r}")
+    df = read_manifest_tsv(lab_target_manifest, ["target", "lab", "direction"])
     names = {}
     for row in df.iter_rows(named=True):
         fluid = f" ({row['fluid']})" if row.get("fluid") else ""

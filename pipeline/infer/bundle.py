@@ -13,7 +13,6 @@ training code is imported on that path).
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.data.preprocessing import Preprocessing
+from pipeline.manifests import label_descriptions
 
 Scorer = Callable[[np.ndarray], dict[str, np.ndarray]]
 BACKENDS = ("torch", "onnx")
@@ -33,11 +33,7 @@ LAB_FILE = "lab_targets.tsv"
 
 def read_label_names(manifest: Path) -> dict[str, str]:
     """Code -> description from a label manifest TSV (columns code, description)."""
-    with open(manifest, newline="") as fh:
-        rows = csv.DictReader(fh, delimiter="\t")
-        if rows.fieldnames is None or not {"code", "description"} <= set(rows.fieldnames):
-            raise ValueError(f"{manifest}: needs columns 'code' and 'description'")
-        return {row["code"]: row["description"] for row in rows}
+    return label_descriptions(manifest)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from pipeline.infer.bundle import LAB_FILE, LABEL_FILE, ONNX_FILE, load_bundle, 
 from pipeline.infer.card import CardInputs, model_card
 from pipeline.infer.network import OUTPUTS, ExplainNet, frozen_copy
 from pipeline.io import atomic_path, write_text_atomic
+from pipeline.manifests import read_manifest_tsv
 from pipeline.train.model import load_supervised
 
 OPSET = 17
@@ -81,9 +82,7 @@ def check_onnx(model_dir: Path, x: np.ndarray) -> ExportReport:
 
 def _manifest_rows(manifest: Path, column: str, wanted: list[str]) -> pl.DataFrame:
     """Rows of ``manifest`` for the model's outputs, in output order."""
-    table = pl.read_csv(manifest, separator="\t", schema_overrides={column: pl.Utf8})
-    if column not in table.columns:
-        raise ValueError(f"{manifest}: no {column!r} column")
+    table = read_manifest_tsv(manifest, [column])
     missing = sorted(set(wanted) - set(table[column]))
     if missing:
         raise ValueError(f"{manifest}: no row for model output(s) {missing[:5]}")

@@ -95,3 +95,16 @@ class CheckpointSpec:
             self.path.unlink()
         with contextlib.suppress(OSError):  # not empty or already gone
             self.path.parent.rmdir()
+
+
+def stage_checkpoint(
+    checkpoint_dir: Path | None,
+    config: Mapping[str, Any],
+    inputs: Sequence[str | Path],
+    every: int,
+) -> CheckpointSpec | None:
+    """A stage's resume checkpoint, ``checkpoint_dir/last.pt``, keyed by its config and inputs
+    (None: the stage does not resume)."""
+    if checkpoint_dir is None:
+        return None
+    return CheckpointSpec(Path(checkpoint_dir) / "last.pt", checkpoint_key(config, inputs), every)

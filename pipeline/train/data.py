@@ -23,6 +23,7 @@ import polars as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from pipeline.manifests import manifest_column
 from pipeline.train.tabular import TabularArrays
 
 Batch = dict[str, torch.Tensor]
@@ -59,13 +60,7 @@ def read_ids(path: str | Path) -> np.ndarray:
 
 def read_names(path: str | Path, column: str) -> list[str]:
     """A name column of a TSV manifest (label codes, lab target names), in file order."""
-    table = pl.read_csv(path, separator="\t", schema_overrides={column: pl.Utf8})
-    if column not in table.columns:
-        raise ValueError(f"{path}: no {column!r} column")
-    names = table.get_column(column).to_list()
-    if any(n is None for n in names):
-        raise ValueError(f"{path}: empty {column!r} value")
-    return [str(n) for n in names]
+    return manifest_column(path, column)
 
 
 def read_targets(path: str | Path, ids: np.ndarray, columns: Sequence[str]) -> np.ndarray:

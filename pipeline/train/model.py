@@ -159,6 +159,29 @@ def build_supervised(
     return SupervisedModel(spec, encoder, make_head(head_cfg), head_cfg, tab_encoder=tab_encoder)
 
 
+def param_groups(
+    model: SupervisedModel, cfg: StageConfig, l2sp: bool = False
+) -> list[dict[str, Any]]:
+    """Head at ``lr``; trainable encoder parameters of an initialised encoder at encoder_lr.
+
+    With ``l2sp`` the encoder has its own group without weight decay: L2-SP replaces the
+    pull towards zero by one towards the stage-1 weights (Li et al. 2018).
+    """
+    head = [p for n, p in model.named_parameters() if p.requires_grad and not _is_encoder(n)]
+    enc = [p for n, p in model.named_parameters() if p.requires_grad and _is_encoder(n)]
+    if not l2sp and (model.spec.init is None or not cfg.encoder_lr):  # from scratch: one rate
+        return [{"params": head + enc, "lr": cfg.lr, "name": "all"}]
+    groups: list[dict[str, Any]] = [{"params": head, "lr": cfg.lr, "name": "head"}]
+    if enc:
+        enc_group = {"params": enc, "lr": cfg.encoder_lr or cfg.lr, "name": "encoder"}
+        groups.append(enc_group | ({"weight_decay": 0.0} if l2sp else {}))
+    return groups
+
+
+def _is_encoder(name: str) -> bool:
+    return name.startswith("encoder.")
+
+
 def _mlp_cfg(
     in_dim: int, hidden: tuple[int, ...], out_dim: int, dropout: float, norm: bool = False
 ) -> dict[str, Any]:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 import torch
 from torch import nn
 
@@ -37,7 +36,7 @@ from pipeline.models import (
 )
 from pipeline.tracking import TrackingConfig, stage_run
 from pipeline.train.augment import EcgAugmentConfig
-from pipeline.train.checkpoint import CheckpointSpec, checkpoint_key
+from pipeline.train.checkpoint import stage_checkpoint
 from pipeline.train.data import (
     Batch,
     ECGDataset,
@@ -63,9 +62,8 @@ from pipeline.train.pretrain_config import PretrainConfig
 from pipeline.train.tabular import (
     TabularArrays,
     TabularPreprocessor,
-    fit_tabular,
-    read_manifest,
     tabular_encoder_meta,
+    tabular_inputs,
 )
 from pipeline.train.two_view import TwoViewEmbedding
 
@@ -252,10 +250,8 @@ def pretrain(
     stage = "pretrain" if augment is None else "pretrain_ecg_only"
     record = cfg.record() | ({} if augment is None else {"augment": asdict(augment)})
     params = {"pretrain": record, "model": dict(model_cfg), "train": asdict(train_cfg)}
-    ckpt = None
-    if checkpoint_dir is not None:
-        key = checkpoint_key({"stage": stage, **params}, inputs.files())
-        ckpt = CheckpointSpec(Path(checkpoint_dir) / "last.pt", key, train_cfg.checkpoint_every)
+    config = {"stage": stage, **params}
+    ckpt = stage_checkpoint(checkpoint_dir, config, inputs.files(), train_cfg.checkpoint_every)
     with stage_run(
         tracking.tracking_uri, tracking.experiment, Path(tracking.results_dir), stage, params
     ) as run:
@@ -321,16 +317,13 @@ def _tabular(
     """The tabular branch's statistics (fitted on train) and inputs of both parts."""
     if inputs.features is None or inputs.feature_manifest is None:
         raise ValueError("pre-training against tabular data needs features and a feature manifest")
-    features = pl.read_parquet(inputs.features)
-    manifest = read_manifest(inputs.feature_manifest, "all")
-    src = str(inputs.features)
-    prep = fit_tabular(features, manifest, train_ids, "all", src)
+    parts = {"train": train_ids, "val": val_ids}
+    prep, arrays = tabular_inputs(inputs.features, inputs.feature_manifest, "all", parts)
     log.info(
         "pre-training on %d train / %d val records, %d continuous + %d categorical features",
         *(len(train_ids), len(val_ids), prep.n_continuous, len(prep.categorical)),
     )
-    parts = {"train": train_ids, "val": val_ids}
-    return prep, {p: prep.transform(features, v, src) for p, v in parts.items()}
+    return prep, dict(arrays)
 
 
 def _val_loss(

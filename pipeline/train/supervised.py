@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 import torch
 from torch import nn
 
@@ -31,7 +30,7 @@ from pipeline.data.preprocessing import training_preprocessing
 from pipeline.io import atomic_path
 from pipeline.registry import spec as registered_spec
 from pipeline.tracking import TrackingConfig, stage_run
-from pipeline.train.checkpoint import CheckpointSpec, checkpoint_key
+from pipeline.train.checkpoint import stage_checkpoint
 from pipeline.train.data import (
     Batch,
     ECGDataset,
@@ -64,12 +63,13 @@ from pipeline.train.model import (
     SupervisedModel,
     build_supervised,
     model_meta,
+    param_groups,
     predict_model,
 )
 from pipeline.train.predict import macro_auroc, predict_probs, write_predictions
 from pipeline.train.stage_config import StageConfig
 from pipeline.train.supervised_loss import supervised_loss
-from pipeline.train.tabular import TabularArrays, TabularPreprocessor, fit_tabular, read_manifest
+from pipeline.train.tabular import TabularArrays, TabularPreprocessor, tabular_inputs
 from pipeline.train.teacher import teacher_logits
 
 __all__ = [
@@ -174,7 +174,7 @@ def train_supervised(
     # L2-SP's w0 is snapshotted here, before any step or resume, so it is the stage-1 encoder.
     step = supervised_loss(model.encoder, cfg)
     optimizer = torch.optim.AdamW(
-        _param_groups(model, cfg, step.l2sp is not None), weight_decay=cfg.weight_decay
+        param_groups(model, cfg, step.l2sp is not None), weight_decay=cfg.weight_decay
     )
     teacher = _teacher(spec, inputs, ids["train"], names, train_cfg, cfg.batch_size, device)
     log.info(
@@ -229,10 +229,8 @@ def train_supervised(
         )
 
     params = {kind: asdict(cfg), "model": dict(model_cfg), "train": asdict(train_cfg)}
-    ckpt = None
-    if checkpoint_dir is not None:
-        key = checkpoint_key({"stage": kind, **params}, inputs.files())
-        ckpt = CheckpointSpec(Path(checkpoint_dir) / "last.pt", key, train_cfg.checkpoint_every)
+    config = {"stage": kind, **params}
+    ckpt = stage_checkpoint(checkpoint_dir, config, inputs.files(), train_cfg.checkpoint_every)
     with stage_run(
         tracking.tracking_uri, tracking.experiment, Path(tracking.results_dir), kind, params
     ) as run:
@@ -380,31 +378,5 @@ def _tabular(
         return None, dict.fromkeys(ids)
     if inputs.features is None or inputs.feature_manifest is None:
         raise ValueError(f"{spec.name} needs features and a feature manifest")
-    features = pl.read_parquet(inputs.features)
-    manifest = read_manifest(inputs.feature_manifest, spec.tabular)
-    src = str(inputs.features)
-    prep = fit_tabular(features, manifest, ids["train"], spec.tabular, src)
-    return prep, {p: prep.transform(features, v, src) for p, v in ids.items()}
-
-
-def _param_groups(
-    model: SupervisedModel, cfg: StageConfig, l2sp: bool = False
-) -> list[dict[str, Any]]:
-    """Head at ``lr``; trainable encoder parameters of an initialised encoder at encoder_lr.
-
-    With ``l2sp`` the encoder has its own group without weight decay: L2-SP replaces the
-    pull towards zero by one towards the stage-1 weights (Li et al. 2018).
-    """
-    head = [p for n, p in model.named_parameters() if p.requires_grad and not _is_encoder(n)]
-    enc = [p for n, p in model.named_parameters() if p.requires_grad and _is_encoder(n)]
-    if not l2sp and (model.spec.init is None or not cfg.encoder_lr):  # from scratch: one rate
-        return [{"params": head + enc, "lr": cfg.lr, "name": "all"}]
-    groups: list[dict[str, Any]] = [{"params": head, "lr": cfg.lr, "name": "head"}]
-    if enc:
-        enc_group = {"params": enc, "lr": cfg.encoder_lr or cfg.lr, "name": "encoder"}
-        groups.append(enc_group | ({"weight_decay": 0.0} if l2sp else {}))
-    return groups
-
-
-def _is_encoder(name: str) -> bool:
-    return name.startswith("encoder.")
+    prep, arrays = tabular_inputs(inputs.features, inputs.feature_manifest, spec.tabular, ids)
+    return prep, dict(arrays)

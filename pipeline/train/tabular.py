@@ -18,6 +18,8 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
+from pipeline.manifests import read_manifest_tsv
+
 log = logging.getLogger(__name__)
 
 FeatureGroup = Literal["all", "routine"]
@@ -126,10 +128,7 @@ def read_manifest(path: Path, group: FeatureGroup) -> list[dict[str, str]]:
     """Manifest rows of the requested feature group ("all" keeps every row)."""
     if group not in GROUPS:
         raise ValueError(f"feature group must be one of {GROUPS}, got {group!r}")
-    manifest = pl.read_csv(path, separator="\t")
-    need = {"column", "group", "kind"}
-    if not need <= set(manifest.columns):
-        raise ValueError(f"{path}: needs columns {sorted(need)}, has {manifest.columns}")
+    manifest = read_manifest_tsv(path, ["column", "group", "kind"])
     bad = set(manifest.get_column("kind").to_list()) - {"continuous", "categorical"}
     if bad:
         raise ValueError(f"{path}: unknown feature kind(s) {sorted(bad)}")
@@ -183,6 +182,23 @@ def fit_tabular(
         categorical=categorical,
         vocab=vocab,
     )
+
+
+def tabular_inputs(
+    features: Path, manifest: Path, group: FeatureGroup, ids: Mapping[str, np.ndarray]
+) -> tuple[TabularPreprocessor, dict[str, TabularArrays]]:
+    """The setup every stage with a tabular branch shares (pre-training and the multimodal
+    models): statistics fitted on ``ids["train"]`` only, and the arrays of every part.
+
+    Args:
+        features: features.parquet; manifest: feature_manifest.tsv.
+        group: the feature group ("all" or "routine").
+        ids: part name -> study_ids; must include "train".
+    """
+    frame = pl.read_parquet(features)
+    src = str(features)
+    prep = fit_tabular(frame, read_manifest(manifest, group), ids["train"], group, src)
+    return prep, {part: prep.transform(frame, v, src) for part, v in ids.items()}
 
 
 def _continuous_stats(
