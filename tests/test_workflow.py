@@ -130,7 +130,7 @@ def test_beyond_the_paper_edits_rerun_only_their_model(
     cfg = tmp_path / "edited.yaml"
     cfg.write_text(yaml.safe_dump(edited))
     planned = planned_rules(snakemake(finished_run, cfg, "-n"))
-    assert set(planned) == {"train_model", "evaluate", "report", "all"} | stages
+    assert set(planned) == {"train_model", "evaluate", "report", "export_model", "all"} | stages
     assert planned["train_model"] == planned["evaluate"] == models
 
 
