@@ -39,6 +39,8 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/common_study.smk"
 include: "workflow/rules/probe.smk"
 include: "workflow/rules/study.smk"
+include: "workflow/rules/common_sweep.smk"
+include: "workflow/rules/sweep.smk"
 include: "workflow/rules/export.smk"
 
 

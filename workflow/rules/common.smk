@@ -230,22 +230,24 @@ def _sorted(value):
     return value
 
 
-def section(*keys):
-    """A config section for `params:`, keys sorted at every level.
+def section(*keys, cfg=None):
+    """A config section for `params:`, keys sorted at every level (of ``cfg``, a sweep
+    variant's config, where given).
 
     Snakemake re-runs a job when its params differ from the last run, and it compares
     them in written order: without sorting, merely reordering keys in a config file
     (or a YAML dump that sorts them) would re-run every stage.
     """
-    value = config
+    value = config if cfg is None else cfg
     for key in keys:
         value = value[key]
     return _sorted(value)
 
 
-def pretrain_section():
+def pretrain_section(cfg=None):
     """section("pretrain") without the argument blocks of the objectives it does not use, so
     that editing e.g. pretrain.vicreg does not re-run a Barlow Twins pre-training."""
+    cfg = config if cfg is None else cfg
     names = SCHEMA["properties"]["pretrain"]["properties"]["objective"]["enum"]
-    unused = set(names) - {config["pretrain"]["objective"]}
-    return {k: v for k, v in section("pretrain").items() if k not in unused}
+    unused = set(names) - {cfg["pretrain"]["objective"]}
+    return {k: v for k, v in section("pretrain", cfg=cfg).items() if k not in unused}

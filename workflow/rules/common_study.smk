@@ -49,18 +49,29 @@ def study_files(path):
     ]
 
 
-def seeded(path):
-    """The per-seed twin of a results path (results/<sub>/... for sub in SEEDED), else itself."""
+def twin(path, root):
+    """A results path moved under ``root`` (results/<sub>/... -> <root>/<sub>/... for sub in
+    SEEDED: what a training stage writes); shared inputs (extract, shards, splits) stay."""
     for sub in SEEDED:
         prefix = f"{R}/{sub}/"
         if str(path).startswith(prefix):
-            return f"{STUDY}/seed{{seed}}/{sub}/{str(path)[len(prefix):]}"
+            return f"{root}/{sub}/{str(path)[len(prefix):]}"
     return str(path)
+
+
+def twin_inputs(rule_name, move):
+    """A rule's named inputs, each passed through ``move`` (seeded or swept)."""
+    return {name: move(path) for name, path in getattr(rules, rule_name).input.items()}
+
+
+def seeded(path):
+    """The per-seed twin of a results path (results/study/seed{seed}/...), else itself."""
+    return twin(path, f"{STUDY}/seed{{seed}}")
 
 
 def seeded_inputs(rule_name):
     """A rule's named inputs, per-seed ones moved under the seed's directory."""
-    return {name: seeded(path) for name, path in getattr(rules, rule_name).input.items()}
+    return twin_inputs(rule_name, seeded)
 
 
 def seeded_benchmark(rule_name):

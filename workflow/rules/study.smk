@@ -10,10 +10,8 @@
 # The seed the default run's stages share (0) is not trained again: its rows are the default
 # run's own models (DEFAULT_SEED in common_study.smk), so `study` adds two seeds' training.
 #
-# Ablations (lambda, E, freezing, objectives) become config lists on the same target: add
-# e.g. `study.variants: {lambd_0.05: {pretrain: {barlow_twins: {lambd: 0.05}}}}`, put a {variant} level in
-# front of seed{seed} in seeded() (common_study.smk), and merge the variant's overrides in seeded_section();
-# study_table1 then gets one table per variant, all against the same test records.
+# Ablations and tuning (lambda, E, freezing, objectives, the beyond-the-paper settings) are
+# `snakemake sweep` (sweep.smk): named variants, each re-training only what it reaches.
 
 
 wildcard_constraints:
