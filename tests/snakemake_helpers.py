@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,4 +59,17 @@ def planned_rules(proc: subprocess.CompletedProcess[str]) -> dict[str, int]:
 def write_config(path: Path, text: str, extra: Sequence[str] = ()) -> Path:
     """Write a YAML override config (plus extra lines) and return its path."""
     path.write_text(text + "".join(f"{line}\n" for line in extra))
+    return path
+
+
+def edited_config(path: Path, base: Path, settings: Mapping[str, object]) -> Path:
+    """Write ``base`` with dotted settings (``{"splits.seed": 1}``) set, and return ``path``."""
+    config = yaml.safe_load(base.read_text())
+    for key, value in settings.items():
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(config))
     return path

@@ -22,7 +22,7 @@ from pipeline.variants import (
     retrained,
     variant_errors,
 )
-from tests.snakemake_helpers import REPO, planned_rules, snakemake
+from tests.snakemake_helpers import REPO, edited_config, planned_rules, snakemake
 
 TEST_CONFIG = REPO / ".test/config.yaml"
 SCHEMA_PATH = REPO / "workflow/schemas/config.schema.yaml"
@@ -218,10 +218,8 @@ def test_sweep_plans_only_the_variants_stages(tiny_run: Path) -> None:
 def test_editing_the_sweep_reruns_nothing_of_the_default_run(
     tiny_run: Path, tmp_path: Path
 ) -> None:
-    edited = yaml.safe_load(TEST_CONFIG.read_text())
-    edited["sweep"]["variants"] = [{"name": "x", "set": {"baselines.lr": 0.01}}]
-    cfg = tmp_path / "edited.yaml"
-    cfg.write_text(yaml.safe_dump(edited))
+    variants = [{"name": "x", "set": {"baselines.lr": 0.01}}]
+    cfg = edited_config(tmp_path / "edited.yaml", TEST_CONFIG, {"sweep.variants": variants})
     assert planned_rules(snakemake(tiny_run, cfg, "-n")) == {}
 
 
@@ -230,10 +228,7 @@ def test_adopting_a_variants_setting_drops_it_from_the_sweep(
 ) -> None:
     # The user made kd_mix0.25's setting the default: the workflow still builds, says so,
     # and the sweep trains the other variants only.
-    edited = yaml.safe_load(TEST_CONFIG.read_text())
-    edited["distilled"]["mix"] = 0.25
-    cfg = tmp_path / "edited.yaml"
-    cfg.write_text(yaml.safe_dump(edited))
+    cfg = edited_config(tmp_path / "edited.yaml", TEST_CONFIG, {"distilled.mix": 0.25})
     proc = snakemake(tiny_run, cfg, "-n", "sweep")
     assert "variant kd_mix0.25 (distilled.mix=0.25) equals the config" in proc.stdout + proc.stderr
     assert "sweep/kd_mix0.25" not in proc.stdout
@@ -241,10 +236,8 @@ def test_adopting_a_variants_setting_drops_it_from_the_sweep(
 
 
 def test_a_bad_variant_stops_the_workflow_naming_it(tiny_run: Path, tmp_path: Path) -> None:
-    edited = yaml.safe_load(TEST_CONFIG.read_text())
-    edited["sweep"]["variants"] = [{"name": "typo", "set": {"distilled.temprature": 1.0}}]
-    cfg = tmp_path / "edited.yaml"
-    cfg.write_text(yaml.safe_dump(edited))
+    variants = [{"name": "typo", "set": {"distilled.temprature": 1.0}}]
+    cfg = edited_config(tmp_path / "edited.yaml", TEST_CONFIG, {"sweep.variants": variants})
     proc = snakemake(tiny_run, cfg, "-n", "sweep", check=False)
     assert proc.returncode != 0
     assert "sweep.variants[0] (typo): distilled" in proc.stdout + proc.stderr

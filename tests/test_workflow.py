@@ -16,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from pipeline.evaluation.table1 import approaches
 from pipeline.registry import model_names
-from tests.snakemake_helpers import REPO, planned_rules, snakemake
+from tests.snakemake_helpers import REPO, edited_config, planned_rules, snakemake
 
 TEST_CONFIG = REPO / ".test/config.yaml"
 
@@ -87,10 +86,7 @@ def test_nothing_left_to_do_after_a_run(finished_run: Path) -> None:
 
 
 def test_split_edit_reruns_only_split_dependent_rules(finished_run: Path, tmp_path: Path) -> None:
-    edited = yaml.safe_load(TEST_CONFIG.read_text())
-    edited["splits"]["seed"] = 1
-    cfg = tmp_path / "edited.yaml"
-    cfg.write_text(yaml.safe_dump(edited))
+    cfg = edited_config(tmp_path / "edited.yaml", TEST_CONFIG, {"splits.seed": 1})
     planned = planned_rules(snakemake(finished_run, cfg, "-n"))
     assert set(planned) == SPLIT_DEPENDENT
     assert planned["train_model"] == planned["evaluate"] == len(model_names())
@@ -99,10 +95,7 @@ def test_split_edit_reruns_only_split_dependent_rules(finished_run: Path, tmp_pa
 def test_stage_setting_edit_reruns_that_stage_and_downstream(
     finished_run: Path, tmp_path: Path
 ) -> None:
-    edited = yaml.safe_load(TEST_CONFIG.read_text())
-    edited["finetune_labs"]["lr"] = 0.002
-    cfg = tmp_path / "edited.yaml"
-    cfg.write_text(yaml.safe_dump(edited))
+    cfg = edited_config(tmp_path / "edited.yaml", TEST_CONFIG, {"finetune_labs.lr": 0.002})
     planned = planned_rules(snakemake(finished_run, cfg, "-n"))
     assert set(planned) == {"train_model", "evaluate", "report", "export_model", "all"}
     assert planned["train_model"] == planned["evaluate"] == 1  # method_labs only
@@ -125,10 +118,7 @@ def test_beyond_the_paper_edits_rerun_only_their_model(
     stages: set[str],
     models: int,
 ) -> None:
-    edited = yaml.safe_load(TEST_CONFIG.read_text())
-    edited.setdefault(section, {})[key] = value
-    cfg = tmp_path / "edited.yaml"
-    cfg.write_text(yaml.safe_dump(edited))
+    cfg = edited_config(tmp_path / "edited.yaml", TEST_CONFIG, {f"{section}.{key}": value})
     planned = planned_rules(snakemake(finished_run, cfg, "-n"))
     assert set(planned) == {"train_model", "evaluate", "report", "export_model", "all"} | stages
     assert planned["train_model"] == planned["evaluate"] == models
@@ -138,10 +128,8 @@ def test_unused_objective_block_edit_reruns_nothing(finished_run: Path, tmp_path
     # Only the chosen objective's arguments are pre-training params: tuning VICReg's weights
     # in config.yaml must not re-train a Barlow Twins model, while lambda must.
     def planned(block: str, key: str, value: float) -> dict[str, int]:
-        edited = yaml.safe_load(TEST_CONFIG.read_text())
-        edited.setdefault("pretrain", {}).setdefault(block, {})[key] = value
-        cfg = tmp_path / f"{block}.yaml"
-        cfg.write_text(yaml.safe_dump(edited))
+        edit = {f"pretrain.{block}.{key}": value}
+        cfg = edited_config(tmp_path / f"{block}.yaml", TEST_CONFIG, edit)
         return planned_rules(snakemake(finished_run, cfg, "-n"))
 
     assert planned("vicreg", "var_weight", 30.0) == {}

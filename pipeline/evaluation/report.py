@@ -188,12 +188,12 @@ def _report_text(
     ]
     for key, c in comp.items():
         if key != "gap_bridged":
-            lines.append(f"| {c['a']} - {c['b']} | {_range(c)} | {c['n_resamples']} |")
+            lines.append(f"| {c['a']} - {c['b']} | {fmt_range(c)} | {c['n_resamples']} |")
     g = comp["gap_bridged"]
     lines += [
         "",
         f"Share of the signal-only-to-multimodal gap the method bridges, {g['formula']}: "
-        f"{_range(g, '.3f')} ({g['n_resamples']} resamples; "
+        f"{fmt_range(g, '.3f')} ({g['n_resamples']} resamples; "
         "unstable when the two baselines are close).",
         "",
         "## Labels evaluated",
@@ -278,7 +278,7 @@ def _probe_section(probe: ProbeFiles, report_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def _range(c: Mapping[str, Any], spec: str = "+.3f") -> str:
+def fmt_range(c: Mapping[str, Any], spec: str = "+.3f") -> str:
     """``+0.012 (-0.004 to +0.030)``: "to" because the ends may be negative."""
     if c["point"] is None:
         return "-"

@@ -22,7 +22,7 @@ from scipy.stats import norm
 
 from pipeline.evaluation.evaluate import CI_METHOD, EvalConfig, jsonable
 from pipeline.evaluation.predictions import Predictions, check_paired, load_predictions
-from pipeline.evaluation.report import load_evaluation, macro_point_and_boot
+from pipeline.evaluation.report import fmt_range, load_evaluation, macro_point_and_boot
 from pipeline.io import atomic_path, write_text_atomic
 from pipeline.metrics import Estimate, gap_bridged, percentile_interval
 from pipeline.registry import comparisons, model_names
@@ -132,11 +132,7 @@ def study_summary(evals: Mapping[int, Mapping[str, Mapping[str, Any]]]) -> dict[
 
 
 def _ci(e: Mapping[str, Any], spec: str = ".3f") -> str:
-    if e.get("point") is None:
-        return "-"
-    if e.get("ci_low") is None:
-        return format(e["point"], spec)
-    return f"{e['point']:{spec}} ({e['ci_low']:{spec}} to {e['ci_high']:{spec}})"
+    return fmt_range(e, spec)
 
 
 def _mean_sd(d: Mapping[str, Any], spec: str = ".3f") -> str:

@@ -22,10 +22,10 @@ import polars as pl
 from matplotlib.figure import Figure
 
 from pipeline.evaluation.evaluate import EvalConfig, jsonable
-from pipeline.evaluation.predictions import check_paired, load_predictions
-from pipeline.evaluation.report import load_evaluation, macro_point_and_boot
+from pipeline.evaluation.predictions import Predictions, check_paired, load_predictions
+from pipeline.evaluation.report import fmt_range, load_evaluation, macro_point_and_boot
 from pipeline.io import atomic_path, write_text_atomic
-from pipeline.metrics import percentile_interval
+from pipeline.metrics import paired_difference, percentile_interval
 from pipeline.variants import DEFAULT
 
 
@@ -57,21 +57,31 @@ def _training(run: SweepRun) -> dict[str, Any]:
     return {**meta["training"], "num_threads": meta.get("num_threads")}
 
 
+@dataclass(frozen=True)
+class _Scored:
+    pred: Predictions
+    test: tuple[float, np.ndarray]  # macro AUROC: point, per bootstrap resample
+    train: dict[str, Any]
+
+
+def _score(run: SweepRun, cfg: EvalConfig) -> _Scored:
+    pred = load_predictions(Path(run.predictions))
+    summary = load_evaluation(Path(run.evaluation), run.model, pred, cfg)
+    return _Scored(pred, macro_point_and_boot(summary), _training(run))
+
+
 def _rows(runs: Sequence[SweepRun], cfg: EvalConfig) -> list[dict[str, Any]]:
     """One row per run with val, best epoch, test and the paired test difference."""
-    defaults = {r.model: r for r in runs if r.variant == DEFAULT}
+    defaults = {r.model: _score(r, cfg) for r in runs if r.variant == DEFAULT}
     rows = []
     for run in runs:
         if run.model not in defaults:
             raise ValueError(f"sweep: no default-run row for {run.model!r}")
-        pred = load_predictions(Path(run.predictions))
         ref = defaults[run.model]
-        ref_pred = load_predictions(Path(ref.predictions))
-        check_paired(ref_pred, pred)  # the variant is tested on the default run's records
-        test = macro_point_and_boot(load_evaluation(Path(run.evaluation), run.model, pred, cfg))
-        base = macro_point_and_boot(load_evaluation(Path(ref.evaluation), run.model, ref_pred, cfg))
-        train, ref_train = _training(run), _training(ref)
-        diff = percentile_interval(test[0] - base[0], test[1] - base[1])
+        scored = ref if run.variant == DEFAULT else _score(run, cfg)
+        check_paired(ref.pred, scored.pred)  # the variant is tested on the default's records
+        test, train, ref_train = scored.test, scored.train, ref.train
+        diff = paired_difference(*test, *ref.test)
         rows.append(
             {
                 "model": run.model,
@@ -97,13 +107,6 @@ def _choose(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
     return {m: r["variant"] for m, r in best.items()}
 
 
-def _ci(e: Mapping[str, Any], signed: bool = False) -> str:
-    f = "+.3f" if signed else ".3f"
-    if e.get("ci_low") is None:
-        return format(e["point"], f)
-    return f"{e['point']:{f}} ({e['ci_low']:{f}} to {e['ci_high']:{f}})"
-
-
 def _md_row(r: Mapping[str, Any], is_chosen: bool, settings: Mapping[str, str]) -> str:
     default = r["variant"] == DEFAULT
     cells = [
@@ -112,8 +115,8 @@ def _md_row(r: Mapping[str, Any], is_chosen: bool, settings: Mapping[str, str]) 
         f"{r['val_auroc']:.4f}",
         "" if default else f"{r['val_minus_default']:+.4f}",
         f"{r['best_epoch']} ({r['epochs_run']})",
-        _ci(r["test_auroc"]),
-        "" if default else _ci(r["test_minus_default"], signed=True),
+        fmt_range(r["test_auroc"], ".3f"),
+        "" if default else fmt_range(r["test_minus_default"]),
     ]
     return "| " + " | ".join(cells) + " |"
 

@@ -21,14 +21,16 @@ def _check_variants():
 def _variants():
     """The variants to train; one that equals the config (its setting was adopted as the
     default) is left out with a warning, since its row would repeat the default's."""
-    variants = parse_variants(config["sweep"]["variants"])
-    for v in variants:
-        if repeats_default(config, v):
-            logger.warning(
-                f"sweep: variant {v.name} ({v.describe()}) equals the config; the default "
-                "run stands for it, so the sweep leaves it out"
-            )
-    return {v.name: v for v in variants if not repeats_default(config, v)}
+    kept = {}
+    for v in parse_variants(config["sweep"]["variants"]):
+        if not repeats_default(config, v):
+            kept[v.name] = v
+            continue
+        logger.warning(
+            f"sweep: variant {v.name} ({v.describe()}) equals the config; the default run "
+            "stands for it, so the sweep leaves it out"
+        )
+    return kept
 
 
 _check_variants()
