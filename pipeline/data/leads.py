@@ -3,7 +3,9 @@
 Exports differ only in spelling: MIMIC-IV-ECG writes ``aVR``, GE MUSE ``AVR``, other
 datasets ``avr``, ``Lead II``, ``DII`` (Brazilian / European exports) or ``v1``. A name is
 normalised by upper-casing it and dropping a ``LEAD`` prefix and separators (space, ``_``,
-``-``, ``.``), then looked up in a small alias table. Channels that match no lead (rhythm
+``-``, ``.``, ``,``) and a parenthesised qualifier (DICOM's coded meaning "Lead I
+(Einthoven)") and the HL7 aECG code prefix ``MDC_ECG_LEAD_``, then looked up in a small
+alias table. Channels that match no lead (rhythm
 strips, pacing markers, ``V7``...) are reported as extras and ignored by the readers; a
 second channel matching the same lead (a repeated rhythm lead II) is an extra too.
 
@@ -18,9 +20,17 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from pipeline.schema import LEADS
 
-_SEPARATORS = re.compile(r"[\s_\-.]+")
+_SEPARATORS = re.compile(r"[\s_\-.,]+")
+_QUALIFIER = re.compile(r"\(.*?\)")  # "Lead I (Einthoven)": the qualifier names no lead
+_PREFIXES = ("MDCECGLEAD", "LEAD")  # HL7 aECG / IEEE 11073 MDC codes, then plain "Lead"
+#: the 8 leads a recorder measures independently; the other 4 follow from I and II
+INDEPENDENT: tuple[str, ...] = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
+#: limb leads derivable from I and II (Einthoven's law, Goldberger's augmented leads)
+DERIVABLE: tuple[str, ...] = ("III", "aVR", "aVL", "aVF")
 
 #: normalised spelling -> canonical lead name of :data:`pipeline.schema.LEADS`
 ALIASES: dict[str, str] = {
@@ -50,10 +60,39 @@ class LeadMatch:
 
 def canonical_lead(name: str) -> str | None:
     """The standard lead a signal name denotes (``"AVR"`` -> ``"aVR"``), or None."""
-    key = _SEPARATORS.sub("", name.strip().upper())
-    if key.startswith("LEAD") and len(key) > 4:
-        key = key[4:]
+    key = _SEPARATORS.sub("", _QUALIFIER.sub("", name).strip().upper())
+    for prefix in _PREFIXES:
+        if key.startswith(prefix) and len(key) > len(prefix):
+            key = key[len(prefix) :]
+            break
     return ALIASES.get(key)
+
+
+def derive_limb_leads(leads: dict[str, np.ndarray]) -> tuple[str, ...]:
+    """Add III, aVR, aVL and aVF computed from I and II where they are missing, in place.
+
+    Einthoven: III = II - I; Goldberger: aVR = -(I + II) / 2, aVL = I - II / 2,
+    aVF = II - I / 2 (all from the electrode potentials, so exact for any recording).
+
+    Args:
+        leads: canonical lead name -> (T,) signal in mV.
+
+    Returns:
+        The names of the leads added (empty when nothing was missing or I / II are absent).
+    """
+    if "I" not in leads or "II" not in leads:
+        return ()
+    one, two = leads["I"], leads["II"]
+    formulas = {
+        "III": lambda: two - one,
+        "aVR": lambda: -(one + two) / 2,
+        "aVL": lambda: one - two / 2,
+        "aVF": lambda: two - one / 2,
+    }
+    added = tuple(lead for lead in DERIVABLE if lead not in leads)
+    for lead in added:
+        leads[lead] = formulas[lead]()
+    return added
 
 
 def match_leads(names: Sequence[str]) -> LeadMatch:

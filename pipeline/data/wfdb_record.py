@@ -50,12 +50,15 @@ class Record:
         base_datetime: header base date and time, when given.
         fs: the record's sampling rate (Hz); not yet resampled.
         extra: names of the ignored channels.
+        derived: leads computed from I and II because the file did not store them
+            (:func:`pipeline.data.leads.derive_limb_leads`; other formats than WFDB).
     """
 
     signal: np.ndarray
     base_datetime: datetime | None
     fs: int = 500
     extra: tuple[str, ...] = field(default=())
+    derived: tuple[str, ...] = field(default=())
 
 
 @dataclass
