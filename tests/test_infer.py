@@ -69,9 +69,9 @@ def test_foreign_export_gives_the_same_diagnoses_and_bad_records_are_named(
     assert main(["predict", "--model", str(world.model), "--out", str(out), *map(str, paths)]) == 0
     t = pl.read_parquet(out)
     assert t["record"].to_list() == list(map(str, paths))  # the user's keys, in order
-    assert t.columns[:2] == ["record", "error"]
-    assert t.columns[2:] == [f"dx_{c}" for c in DX] + [f"lab_{t}" for t in LABS]
-    probs = t.drop("record", "error").to_numpy()
+    assert t.columns[:4] == ["record", "error", "warning", "derived_leads"]
+    assert t.columns[4:] == [f"dx_{c}" for c in DX] + [f"lab_{t}" for t in LABS]
+    probs = t.drop("record", "error", "warning", "derived_leads").to_numpy()
     # 1000 Hz, AVR/AVL/AVF + lower case, 3 extra channels vs the MIMIC original: the same
     # ranking, probabilities equal to the resampling difference (measured < 2e-3)
     assert np.abs(probs[0] - probs[1]).max() < 5e-3

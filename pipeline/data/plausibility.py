@@ -6,18 +6,17 @@ millivolts, two limb leads swapped or mislabelled. The model scores such records
 complaint, so inference reports what these checks find, with the likely cause:
 
 ``amplitude_high``
-    a lead's peak-to-peak amplitude above :data:`MAX_P2P_MV` (5 mV). Diagnostic
-    electrocardiographs must record a +-5 mV differential input (IEC 60601-2-25:2011,
-    201.12.4.107; Kligfield et al. 2007, Circulation 115:1306, AHA/ACCF/HRS
-    recommendations part I), and adult QRS amplitudes stay within about 3 mV (98th
-    percentile of R in V5 and S in V2 in healthy adults: Macfarlane & Lawrie,
-    Comprehensive Electrocardiology, 2nd ed. 2010, normal limits tables). Likely cause:
-    units or gain (or extreme voltage, e.g. LVH in a young adult).
+    a lead's peak-to-peak amplitude above :data:`MAX_P2P_MV` (5 mV): the input dynamic
+    range diagnostic electrocardiographs are specified for (+-5 mV; Bailey et al. 1990,
+    Circulation 81:730, AHA recommendations for automated electrocardiography; IEC
+    60601-2-25), while adult QRS amplitudes stay within about 3 mV (upper normal limits
+    of R in V5 and S in V2: Macfarlane et al., Comprehensive Electrocardiology, 2nd ed.
+    2010). Likely cause: units or gain (or extreme voltage, e.g. LVH in a young adult).
 ``amplitude_low``
     every lead, precordial ones included, below :data:`MIN_MAX_P2P_MV` (0.5 mV): below
     even the low-voltage QRS definition (limb leads < 0.5 mV and precordial < 1.0 mV;
-    Hancock et al. 2009, Circulation 119:e251, AHA/ACCF/HRS part V). Likely cause:
-    units or gain.
+    Surawicz & Knilans, Chou's Electrocardiography in Clinical Practice, 6th ed. 2008).
+    Likely cause: units or gain.
 ``clipped``
     more than :data:`MAX_CLIPPED` (1 %) of a lead's samples at or beyond the model's clip
     (+-``clip_mv``); clean synthetic records reach 0.6 % at most. Likely cause: units or
@@ -113,12 +112,12 @@ def _amplitudes(x: np.ndarray, clip_mv: float) -> list[str]:
     if high:
         out.append(
             f"amplitude_high: {', '.join(high)} above {MAX_P2P_MV:g} mV peak-to-peak "
-            f"(median lead {np.median(p2p):.1f} mV, typically 0.5-2; {_GAIN})"
+            f"(median lead {np.median(p2p):.1f} mV where 0.5-2 is usual: {_GAIN})"
         )
     if p2p.max() < MIN_MAX_P2P_MV:
         out.append(
             f"amplitude_low: every lead below {MIN_MAX_P2P_MV:g} mV peak-to-peak "
-            f"(largest {p2p.max():.3g} mV; {_GAIN})"
+            f"(largest {p2p.max():.3g} mV: {_GAIN})"
         )
     clipped = (np.abs(np.nan_to_num(x)) >= clip_mv).sum(axis=1) / n  # (12,)
     if clipped.max() > MAX_CLIPPED:
@@ -146,7 +145,8 @@ def _amplitudes(x: np.ndarray, clip_mv: float) -> list[str]:
 
 
 def plausibility(x: np.ndarray, clip_mv: float, derived: tuple[str, ...] = ()) -> list[str]:
-    """Warnings ``kind: detail (likely cause)`` for one record; empty when plausible.
+    """Warnings ``kind: detail (likely cause)`` for one record (no ``;`` inside, so a
+    table can join them with ``; ``); empty when plausible.
 
     Args:
         x: (12, T) mV in :data:`LEADS` order, NaN = missing sample (not yet interpolated,

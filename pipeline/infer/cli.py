@@ -3,8 +3,11 @@
 Commands::
 
     ecg-explain predict --model results/export/method_labs --out scores.parquet \\
-        [--list record_list.csv] [--embedding] [--plot figures/] RECORD_OR_DIR ...
-    ecg-explain explain --model results/models/method_labs RECORD ...   # readable text
+        [--list record_list.csv] [--embedding] [--plot figures/] FILE_OR_DIR ...
+    ecg-explain explain --model results/models/method_labs FILE ...   # readable text
+
+Files: WFDB, GE MUSE XML, DICOM ECG, HL7 aECG, EDF/BDF, HDF5, .npy/.npz (the last three
+need ``--fs`` and ``--leads``; see :mod:`pipeline.data.formats`).
 
 ``python -m pipeline.infer ...`` is the same; ``python -m pipeline.explain RECORD ...``
 is ``explain`` (the former module name).
@@ -20,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from pipeline.data.formats import ArraySpec
 from pipeline.infer.bundle import BACKENDS, Bundle, Scorer, load_bundle, make_scorer
 from pipeline.infer.explain import explain_refs
 from pipeline.infer.predict import PredictConfig, predict_records
@@ -30,12 +34,25 @@ log = logging.getLogger(__name__)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("records", nargs="*", help="WFDB records (.hea/.dat optional) or directories")
+    p.add_argument(
+        "records",
+        nargs="*",
+        help="ECG files (WFDB, MUSE XML, DICOM, aECG, EDF, HDF5, .npy/.npz) or directories",
+    )
     p.add_argument("--model", type=Path, required=True, help="method_labs model directory")
     p.add_argument("--labels", type=Path, help="label_manifest.tsv for diagnosis names")
     p.add_argument("--backend", choices=BACKENDS, default="torch", help="onnx: model.onnx")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the model")
     p.add_argument("--top", type=int, default=5, help="findings shown per head")
+    arrays = p.add_argument_group("array files (HDF5, .npy, .npz)")
+    arrays.add_argument("--fs", type=float, help="sampling rate in Hz (CODE-15: 400)")
+    arrays.add_argument("--leads", type=_lead_list, help="lead order, comma-separated")
+    arrays.add_argument("--units", default="mV", help="amplitude unit: mV, uV or V")
+
+
+def _lead_list(text: str) -> tuple[str, ...]:
+    """``--leads I,II,...``: names in any spelling (unknown names are ignored channels)."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def parser() -> argparse.ArgumentParser:
@@ -68,7 +85,7 @@ def _plot(refs: Sequence[RecordRef], bundle: Bundle, scorer: Scorer, folder: Pat
         if not loaded.ok:
             continue
         (explanation,) = explain_refs([ref], bundle, scorer)
-        name = ref.base.name
+        name = ref.base.name + (f"_{ref.item}" if ref.item is not None else "")
         while name in used:  # same record name in two folders
             name += "_"
         used.add(name)
@@ -84,7 +101,8 @@ def _predict(
     summary = predict_records(refs, bundle, scorer, args.out, cfg)
     print(
         f"scored {summary.n_scored} of {summary.n_records} record(s), "
-        f"{summary.n_failed} unreadable (see column 'error') -> {summary.out}"
+        f"{summary.n_failed} unreadable (see column 'error'), {summary.n_warned} with "
+        f"plausibility warnings (column 'warning') -> {summary.out}"
     )
     if args.plot:
         print(f"{_plot(refs, bundle, scorer, args.plot, args.top)} figure(s) -> {args.plot}")
@@ -106,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     setup_logging()
     bundle = load_bundle(args.model, args.labels)
-    refs = expand_inputs(args.records)
+    spec = ArraySpec(args.fs, args.leads, args.units)
+    refs = expand_inputs(args.records, spec)
     if getattr(args, "list", None):
         refs += read_record_list(args.list, args.column, args.root)
     if not refs:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.formats import ArraySpec
 from pipeline.infer.bundle import Bundle, Scorer, load_bundle, make_scorer
 from pipeline.infer.records import RecordRef, expand_inputs, load_batch
 
@@ -29,12 +30,17 @@ class Explanation:
     diagnoses: list[Finding] = field(default_factory=list)
     lab_abnormalities: list[Finding] = field(default_factory=list)
     error: str | None = None  # the reason a record could not be read (nothing else is set)
+    warnings: list[str] = field(default_factory=list)  # pipeline.data.plausibility
+    derived_leads: list[str] = field(default_factory=list)  # computed from I and II
 
     def summary(self, top: int = 5) -> str:
         """Readable lines: the top diagnoses and lab abnormalities with probabilities."""
         if self.error is not None:
             return f"{self.record}: not readable ({self.error})"
         lines = [f"{self.record}:"]
+        if self.derived_leads:
+            lines.append(f"  derived leads (from I and II): {', '.join(self.derived_leads)}")
+        lines.extend(f"  plausibility warning: {w}" for w in self.warnings)
         for title, items in (
             ("diagnoses", self.diagnoses),
             ("predicted lab abnormalities", self.lab_abnormalities),
@@ -68,7 +74,9 @@ def explain_refs(
                 continue
             dx = findings(bundle.diagnoses, scores["diagnoses"][row[i]], bundle.names)
             labs = findings(bundle.labs, scores["labs"][row[i]], {})
-            out.append(Explanation(ref.key, dx, labs))
+            warnings = loaded.warnings.get(i, [])
+            derived = list(loaded.derived.get(i, ()))
+            out.append(Explanation(ref.key, dx, labs, None, warnings, derived))
     return out
 
 
@@ -77,14 +85,17 @@ def explain_records(
     records: Sequence[str | Path],
     label_names: Mapping[str, str] | None = None,
     backend: str = "torch",
+    spec: ArraySpec | None = None,
 ) -> list[Explanation]:
-    """Diagnoses and lab abnormalities for WFDB records, from the ECG alone.
+    """Diagnoses and lab abnormalities for ECG files, from the ECG alone.
 
     Args:
         model_dir: a ``method_labs`` model directory (training output or export).
-        records: WFDB record paths (with or without extension) or directories of records.
+        records: ECG files of any format :mod:`pipeline.data.formats` reads (WFDB record
+            paths with or without extension) or directories of them.
         label_names: optional code -> description for the diagnoses.
         backend: "torch" or "onnx" (an exported directory).
+        spec: rate, lead order and units of array files (HDF5, NumPy).
 
     Returns:
         One :class:`Explanation` per record, in input order. Unreadable records (the shard
@@ -96,4 +107,4 @@ def explain_records(
     bundle = load_bundle(model_dir)
     if label_names:
         bundle.names.update(label_names)
-    return explain_refs(expand_inputs(records), bundle, make_scorer(bundle, backend))
+    return explain_refs(expand_inputs(records, spec), bundle, make_scorer(bundle, backend))

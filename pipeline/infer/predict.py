@@ -3,8 +3,11 @@
 Records are read and preprocessed in batches (:mod:`pipeline.infer.records`) and scored
 by a torch or ONNX scorer (:mod:`pipeline.infer.bundle`). The output (parquet, or CSV by
 suffix) has one row per record in input order: ``record`` (the user's key), ``error``
-(the reason a record could not be read, else null), ``dx_<code>`` and ``lab_<target>``
-probabilities and, with ``embedding``, ``emb_<i>`` (the crop-averaged encoder output).
+(the reason a record could not be read, else null), ``warning`` (the plausibility
+warnings of :mod:`pipeline.data.plausibility`, ``; ``-separated, else null),
+``derived_leads`` (leads computed from I and II because the file stored only 8, else
+null), ``dx_<code>`` and ``lab_<target>`` probabilities and, with ``embedding``,
+``emb_<i>`` (the crop-averaged encoder output).
 
 Resumable: the list is cut into fixed chunks of ``chunk_records``; each finished chunk is
 written atomically to ``.<out>.parts/part_<k>.parquet`` (the done list), so a killed run
@@ -64,6 +67,7 @@ class PredictSummary:
     n_failed: int
     n_chunks_resumed: int
     out: Path
+    n_warned: int = 0
 
 
 def columns(bundle: Bundle, n_embed: int = 0) -> list[str]:
@@ -87,19 +91,25 @@ def score_chunk(
     n_emb = embedding_size(bundle) if cfg.embedding else 0
     names = columns(bundle, n_emb)
     values = np.full((len(refs), len(names)), np.nan, np.float32)
-    errors: list[str | None] = [None] * len(refs)
+    text: dict[str, list[str | None]] = {
+        k: [None] * len(refs) for k in ("error", "warning", "derived_leads")
+    }
     for start in range(0, len(refs), cfg.batch_size):
         batch = refs[start : start + cfg.batch_size]
         loaded = load_batch(batch, bundle.prep)
         for i, reason in loaded.errors.items():
-            errors[start + i] = reason
+            text["error"][start + i] = reason
+        for i, warning in loaded.warnings.items():
+            text["warning"][start + i] = "; ".join(warning)
+        for i, leads in loaded.derived.items():
+            text["derived_leads"][start + i] = ",".join(leads)
         if loaded.ok:
             out = scorer(loaded.x)
             keep = [out["diagnoses"], out["labs"]] + ([out["embedding"]] if n_emb else [])
             values[[start + i for i in loaded.ok]] = np.concatenate(keep, axis=1)
     keys = pl.DataFrame(
-        {"record": [r.key for r in refs], "error": errors},
-        schema={"record": pl.Utf8, "error": pl.Utf8},
+        {"record": [r.key for r in refs], **text},
+        schema={k: pl.Utf8 for k in ("record", *text)},
     )
     return keys.hstack(pl.DataFrame(values, schema=names, orient="row").get_columns())
 
@@ -107,7 +117,7 @@ def score_chunk(
 def _fingerprint(refs: Sequence[RecordRef], bundle: Bundle, cfg: PredictConfig) -> str:
     h = hashlib.sha256()
     for r in refs:
-        h.update(r.key.encode() + b"\0")
+        h.update(f"{r.key}\0{r.spec}\0".encode())  # --fs / --leads change array records
     h.update((bundle.model_dir / "model.json").read_bytes())
     h.update(json.dumps([cfg.chunk_records, cfg.embedding]).encode())
     return h.hexdigest()
@@ -166,4 +176,5 @@ def predict_records(
     _write(table, out)
     shutil.rmtree(parts)
     n_failed = int(table["error"].is_not_null().sum())
-    return PredictSummary(len(refs), len(refs) - n_failed, n_failed, resumed, out)
+    n_warned = int(table["warning"].is_not_null().sum())
+    return PredictSummary(len(refs), len(refs) - n_failed, n_failed, resumed, out, n_warned)

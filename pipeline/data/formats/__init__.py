@@ -57,11 +57,15 @@ _XML_ROOTS = ((b"<RestingECG", "muse"), (b"AnnotatedECG", "aecg"))
 def detect(path: str | Path) -> str | None:
     """The format of ``path`` (see the module table), or None when it is none of them.
 
-    A path without a file but with a ``.hea`` beside it is a WFDB record base.
+    A path that is no file is a WFDB record base, unless its extension names another
+    format (then reading it reports the missing file).
     """
     path = Path(path)
     if not path.is_file():
-        return "wfdb" if path.with_name(path.name + ".hea").is_file() else None
+        fmt = _EXTENSIONS.get(path.suffix.lower(), "wfdb")
+        return "wfdb" if path.with_name(path.name + ".hea").is_file() else fmt
+    if path.with_suffix(".hea").is_file():  # a WFDB header or signal file (.dat, .mat)
+        return "wfdb"
     with path.open("rb") as f:
         head = f.read(4096)
     if head[128:132] == b"DICM":
@@ -118,6 +122,8 @@ def read_source(
     """
     if fmt == "wfdb":
         return read_record(path, fs_in, n_samples, min_fs=min_fs)
+    if not Path(path).is_file():
+        raise RecordError(f"missing_file: {Path(path).name}")
     try:
         ch = _channels(Path(path), fmt or "", item, spec)
     except RecordError as err:

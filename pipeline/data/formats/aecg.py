@@ -24,6 +24,11 @@ _H = "{urn:hl7-org:v3}"
 _TIME_TO_S = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 
 
+def _code(el: Element) -> str:
+    c = el.find(f"{_H}code")  # (an Element without children is falsy: test for None)
+    return "" if c is None else c.get("code", "")
+
+
 def _quantity(el: Element | None, where: str) -> tuple[float, str]:
     if el is None or el.get("value") is None:
         raise RecordError(f"bad_header: {where} missing")
@@ -38,7 +43,7 @@ def _series_channels(series: Element) -> Channels:
     fs, names = 0.0, []
     rows: list[np.ndarray] = []
     for seq in series.iterfind(f"{_H}component/{_H}sequenceSet/{_H}component/{_H}sequence"):
-        code = (seq.find(f"{_H}code") or Element("code")).get("code", "")
+        code = _code(seq)
         value = seq.find(f"{_H}value")
         if value is None:
             continue
@@ -83,7 +88,7 @@ def read_aecg(path: str | Path) -> Channels:
     if root.tag != f"{_H}AnnotatedECG":
         raise RecordError(f"read_error: XML root {root.tag!r}, expected {_H}AnnotatedECG")
     series = root.findall(f"{_H}component/{_H}series")
-    codes = [(s.find(f"{_H}code") or Element("code")).get("code", "?") for s in series]
+    codes = [_code(s) or "?" for s in series]
     rhythm = [s for s, c in zip(series, codes, strict=True) if c.upper() == "RHYTHM"]
     if not rhythm:
         raise RecordError(
