@@ -69,23 +69,27 @@ _RELATIONS: dict[str, Callable[[Leads], np.ndarray]] = {
 _GAIN = "likely units or gain"
 
 
-def _broken(leads: Leads) -> list[str]:
-    """Relations whose rms residual (over samples present in every lead) exceeds the tol."""
-    out = []
-    for name, residual in _RELATIONS.items():
-        r = residual(leads)
-        if np.sqrt(np.nanmean(r**2)) > RELATION_TOL_MV:
-            out.append(name)
+def _residuals(leads: Leads) -> dict[str, float]:
+    """rms residual (mV) of each relation, over the samples present in every lead."""
+    out = {}
+    for name, f in _RELATIONS.items():
+        r = f(leads)
+        out[name] = float(np.sqrt(np.nanmean(r * r)))
     return out
 
 
+def _broken(leads: Leads) -> list[str]:
+    return [name for name, rms in _residuals(leads).items() if rms > RELATION_TOL_MV]
+
+
 def _swap_that_fixes(leads: Leads) -> tuple[str, str] | None:
-    """The pair of limb leads whose exchange makes every relation hold, if exactly one."""
-    fixes = []
+    """The pair of limb leads whose exchange restores every relation best, if it does."""
+    best, best_rms = None, np.inf
     for a, b in combinations(_LIMB, 2):
-        if not _broken({**leads, a: leads[b], b: leads[a]}):
-            fixes.append((a, b))
-    return fixes[0] if len(fixes) == 1 else None
+        rms = max(_residuals({**leads, a: leads[b], b: leads[a]}).values())
+        if rms < best_rms:
+            best, best_rms = (a, b), rms
+    return best if best_rms <= RELATION_TOL_MV else None
 
 
 def _relations(leads: Leads) -> list[str]:
@@ -103,10 +107,10 @@ def _relations(leads: Leads) -> list[str]:
 
 def _amplitudes(x: np.ndarray, clip_mv: float) -> list[str]:
     """Range, clipping, saturation and flat-lead checks on (12, T) mV."""
-    centred = x - np.nanmedian(x, axis=1, keepdims=True)  # (12, T)
-    p2p = np.nanmax(centred, axis=1) - np.nanmin(centred, axis=1)  # (12,)
     present = np.isfinite(x)
     n = np.maximum(present.sum(axis=1), 1)
+    top, bottom = np.nanmax(x, axis=1, keepdims=True), np.nanmin(x, axis=1, keepdims=True)
+    p2p = (top - bottom)[:, 0]  # (12,)
     out = []
     high = [LEADS[i] for i in np.flatnonzero(p2p > MAX_P2P_MV)]
     if high:
@@ -119,16 +123,14 @@ def _amplitudes(x: np.ndarray, clip_mv: float) -> list[str]:
             f"amplitude_low: every lead below {MIN_MAX_P2P_MV:g} mV peak-to-peak "
             f"(largest {p2p.max():.3g} mV: {_GAIN})"
         )
-    clipped = (np.abs(np.nan_to_num(x)) >= clip_mv).sum(axis=1) / n  # (12,)
+    clipped = (np.abs(np.where(present, x, 0)) >= clip_mv).sum(axis=1) / n  # (12,)
     if clipped.max() > MAX_CLIPPED:
         worst = int(np.argmax(clipped))
         out.append(
             f"clipped: {LEADS[worst]} {100 * clipped[worst]:.1f}% of samples beyond "
             f"+-{clip_mv:g} mV ({_GAIN})"
         )
-    at_edge = (x == np.nanmax(x, axis=1, keepdims=True)) | (
-        x == np.nanmin(x, axis=1, keepdims=True)
-    )
+    at_edge = (x == top) | (x == bottom)
     saturated = [LEADS[i] for i in np.flatnonzero(at_edge.sum(axis=1) / n > MAX_SATURATED)]
     if saturated:
         out.append(
