@@ -105,8 +105,9 @@ def test_header_gain_5x_off_and_swapped_lead_names_warn_with_their_cause(
 def test_units_clipping_saturation_and_flat_leads() -> None:
     x = dipole_ecg(np.random.default_rng(3))
     assert plausibility(x, CLIP) == []
-    (low,) = plausibility(x / 1000, CLIP)  # mV stored, read as uV
+    low, flat_all = plausibility(x / 1000, CLIP)  # mV stored, read as uV
     assert low.startswith("amplitude_low: every lead below 0.5 mV")
+    assert flat_all.startswith("flat_lead: I, II, III")
     sat = x.copy()
     v2 = LEADS.index("V2")
     sat[v2] = np.clip(sat[v2], None, np.percentile(sat[v2], 90))  # an amplifier's rail
