@@ -90,18 +90,16 @@ def write_muse(
         for name in leads:
             d = np.round(x[LEADS.index(name)] * 1000 / uv_per_bit).astype("<i2")
             lead_data.append(
-                "<LeadData><LeadByteCountTotal>{}</LeadByteCountTotal>"
+                f"<LeadData><LeadByteCountTotal>{2 * d.size}</LeadByteCountTotal>"
                 "<LeadTimeOffset>0</LeadTimeOffset>"
-                "<LeadSampleCountTotal>{}</LeadSampleCountTotal>"
-                "<LeadAmplitudeUnitsPerBit>{}</LeadAmplitudeUnitsPerBit>"
+                f"<LeadSampleCountTotal>{d.size}</LeadSampleCountTotal>"
+                f"<LeadAmplitudeUnitsPerBit>{uv_per_bit}</LeadAmplitudeUnitsPerBit>"
                 "<LeadAmplitudeUnits>MICROVOLTS</LeadAmplitudeUnits>"
                 "<LeadHighLimit>32767</LeadHighLimit><LeadLowLimit>-32768</LeadLowLimit>"
-                "<LeadID>{}</LeadID><LeadOffsetFirstSample>0</LeadOffsetFirstSample>"
+                f"<LeadID>{name}</LeadID><LeadOffsetFirstSample>0</LeadOffsetFirstSample>"
                 "<FirstSampleBaseline>0</FirstSampleBaseline><LeadSampleSize>2</LeadSampleSize>"
                 "<LeadOff>FALSE</LeadOff><BaselineSway>FALSE</BaselineSway>"
-                "<WaveFormData>{}</WaveFormData></LeadData>".format(
-                    2 * d.size, d.size, uv_per_bit, name, base64.b64encode(d.tobytes()).decode()
-                )
+                f"<WaveFormData>{base64.b64encode(d.tobytes()).decode()}</WaveFormData></LeadData>"
             )
         return (
             f"<Waveform><WaveformType>{kind}</WaveformType>"

@@ -11,7 +11,7 @@ from pydicom.data import get_testdata_file
 
 from pipeline.data.formats import ArraySpec, array_items, detect, read_source
 from pipeline.data.leads import canonical_lead
-from pipeline.data.wfdb_record import RecordError
+from pipeline.data.wfdb_record import Record, RecordError
 from pipeline.schema import LEADS
 from tests.ecg_format_fixtures import (
     CODE15_LEADS,
@@ -28,7 +28,7 @@ from tests.ecg_format_fixtures import (
 MIN_FS = 100
 
 
-def read(path: Path, item: int | None = None, spec: ArraySpec | None = None):  # type: ignore[no-untyped-def]
+def read(path: Path, item: int | None = None, spec: ArraySpec | None = None) -> Record:
     return read_source(path, detect(path), 500, 5000, MIN_FS, item, spec)
 
 
@@ -135,7 +135,7 @@ def test_hdf5_code15_layout_gives_one_record_per_exam_id(tmp_path: Path, mv: np.
     expected = code15(0.5 * mv)[48:-48].T  # (12, 4000) in CODE-15 order
     order = [CODE15_LEADS.index(n) for n in ("DI", "DII", "DIII", "AVR", "AVF", "AVL")]
     np.testing.assert_allclose(rec.signal[:6], expected[order], atol=1e-6)
-    with pytest.raises(RecordError, match="^array_options: .*give --fs and --leads"):
+    with pytest.raises(RecordError, match=r"^array_options: .*give --fs and --leads"):
         read(path, 0, ArraySpec())
 
 

@@ -64,8 +64,8 @@ def detect(path: str | Path) -> str | None:
     if not path.is_file():
         fmt = _EXTENSIONS.get(path.suffix.lower(), "wfdb")
         return "wfdb" if path.with_name(path.name + ".hea").is_file() else fmt
-    if path.with_suffix(".hea").is_file():  # a WFDB header or signal file (.dat, .mat)
-        return "wfdb"
+    if path.suffix.lower() == ".hea" or path.with_suffix(".hea").is_file():
+        return "wfdb"  # a WFDB header or signal file (.dat, .mat): no need to open it
     with path.open("rb") as f:
         head = f.read(4096)
     if head[128:132] == b"DICM":
