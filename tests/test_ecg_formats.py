@@ -101,6 +101,14 @@ def test_muse_with_12_leads_derives_nothing(tmp_path: Path, mv: np.ndarray) -> N
     np.testing.assert_allclose(rec.signal, mv, atol=4.88e-3 / 2 + 1e-6)
 
 
+def test_muse_exported_as_utf16_is_recognised(tmp_path: Path, mv: np.ndarray) -> None:
+    text = write_muse(tmp_path / "m.xml", mv).read_text(encoding="iso-8859-1")
+    path = tmp_path / "utf16.xml"
+    path.write_text(text.replace('encoding="ISO-8859-1"', 'encoding="UTF-16"'), encoding="utf-16")
+    assert detect(path) == "muse"
+    np.testing.assert_allclose(read(path).signal, mv, atol=1.5 * 4.88e-3)
+
+
 def test_muse_without_rhythm_strip_is_refused_naming_it(tmp_path: Path, mv: np.ndarray) -> None:
     path = write_muse(tmp_path / "median_only.xml", mv, rhythm=False)
     with pytest.raises(

@@ -138,9 +138,9 @@ class LoadedBatch:
 
 
 def read_checked(ref: RecordRef, prep: Preprocessing) -> tuple[Record, list[str]]:
-    """Read one record of any format, judge its plausibility, then check its signal.
+    """Read and check one record of any format, and judge its plausibility.
 
-    Plausibility is judged before NaN interpolation, on the recorded samples.
+    Plausibility is judged on the recorded samples, not on the NaN interpolation.
 
     Raises:
         RecordError: the quarantine reason.
@@ -148,11 +148,11 @@ def read_checked(ref: RecordRef, prep: Preprocessing) -> tuple[Record, list[str]
     rec = read_source(
         ref.base, ref.fmt, prep.source_fs, prep.source_samples, prep.fs, ref.item, ref.spec
     )
-    warnings = plausibility(rec.signal, prep.clip_mv, rec.derived)
-    reason = signal_problem(rec.signal)
+    recorded = rec.signal.copy() if np.isnan(rec.signal).any() else rec.signal
+    reason = signal_problem(rec.signal)  # interpolates NaNs in place
     if reason is not None:
         raise RecordError(reason)
-    return rec, warnings
+    return rec, plausibility(recorded, prep.clip_mv, rec.derived)
 
 
 def load_batch(refs: Sequence[RecordRef], prep: Preprocessing) -> LoadedBatch:

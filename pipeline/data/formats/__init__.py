@@ -75,6 +75,8 @@ def detect(path: str | Path) -> str | None:
             return fmt
     if head.startswith(b"PK") and path.suffix.lower() == ".npz":
         return "npz"
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16 XML (some MUSE exports)
+        head = head.decode("utf-16", errors="ignore").encode()
     for root, fmt in _XML_ROOTS:
         if root in head:
             return fmt
