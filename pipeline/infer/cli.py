@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = ArraySpec(args.fs, args.leads, args.units)
     refs = expand_inputs(args.records, spec)
     if getattr(args, "list", None):
-        refs += read_record_list(args.list, args.column, args.root)
+        refs += read_record_list(args.list, args.column, args.root, spec)
     if not refs:
         parser().error("no records given (paths, directories or --list)")
     scorer = make_scorer(bundle, args.backend, args.threads)

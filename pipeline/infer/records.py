@@ -100,8 +100,12 @@ def expand_inputs(paths: Sequence[str | Path], spec: ArraySpec | None = None) ->
     return unique
 
 
-def read_record_list(path: Path, column: str = "path", root: Path | None = None) -> list[RecordRef]:
+def read_record_list(
+    path: Path, column: str = "path", root: Path | None = None, spec: ArraySpec | None = None
+) -> list[RecordRef]:
     """Records of a CSV list; ``column`` paths are relative to ``root`` (default: its folder).
+
+    Any format is accepted; ``spec`` gives array files their rate, leads and units.
 
     Raises:
         ValueError: the column is missing or has empty values.
@@ -114,7 +118,7 @@ def read_record_list(path: Path, column: str = "path", root: Path | None = None)
     if values.null_count():
         raise ValueError(f"{path}: column {column!r} has {values.null_count()} empty value(s)")
     base_dir = Path(root) if root is not None else path.parent
-    return [ref for v in values.to_list() for ref in _file_refs(v, base_dir / v, None)]
+    return [ref for v in values.to_list() for ref in _file_refs(v, base_dir / v, spec)]
 
 
 @dataclass
