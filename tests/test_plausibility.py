@@ -107,7 +107,7 @@ def test_units_clipping_saturation_and_flat_leads() -> None:
     assert plausibility(x, CLIP) == []
     low, flat_all = plausibility(x / 1000, CLIP)  # mV stored, read as uV
     assert low.startswith("amplitude_low: every lead below 0.5 mV")
-    assert flat_all.startswith("flat_lead: I, II, III")
+    assert flat_all.startswith("near_flat_lead: I, II, III")
     sat = x.copy()
     v2 = LEADS.index("V2")
     sat[v2] = np.clip(sat[v2], None, np.percentile(sat[v2], 90))  # an amplifier's rail
@@ -116,7 +116,7 @@ def test_units_clipping_saturation_and_flat_leads() -> None:
     flat = x.copy()
     flat[LEADS.index("V4")] = np.random.default_rng(0).normal(0, 0.005, x.shape[1])
     (dead,) = plausibility(flat, CLIP)
-    assert dead.startswith("flat_lead: V4")
+    assert dead.startswith("near_flat_lead: V4")
     big = 3 * x
     warnings = plausibility(big, CLIP)
     assert any(w.startswith("clipped:") for w in warnings)

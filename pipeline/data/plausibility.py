@@ -25,9 +25,10 @@ complaint, so inference reports what these checks find, with the likely cause:
     a lead sitting at its own extreme value for more than :data:`MAX_SATURATED` (2 %) of
     its samples (clean records: 0.2 % at most). Likely cause: amplifier saturation or
     an export that clipped the signal.
-``flat_lead``
+``near_flat_lead``
     a lead with peak-to-peak below :data:`MIN_P2P_MV` (0.05 mV, below a normal P wave,
-    0.05-0.25 mV). Likely cause: a disconnected electrode.
+    0.05-0.25 mV). Likely cause: a disconnected electrode. (An exactly constant lead is
+    not warned about but refused: the quarantine reason ``flat_lead``.)
 ``lead_relation``
     the limb leads break Einthoven's law (III = II - I) or Goldberger's (aVR = -(I+II)/2,
     aVL = I - II/2, aVF = II - I/2, hence aVR + aVL + aVF = 0) by more than
@@ -140,7 +141,7 @@ def _amplitudes(x: np.ndarray, clip_mv: float) -> list[str]:
     flat = [LEADS[i] for i in np.flatnonzero(p2p < MIN_P2P_MV)]
     if flat:
         out.append(
-            f"flat_lead: {', '.join(flat)} below {MIN_P2P_MV:g} mV peak-to-peak "
+            f"near_flat_lead: {', '.join(flat)} below {MIN_P2P_MV:g} mV peak-to-peak "
             "(likely a disconnected electrode)"
         )
     return out

@@ -1,4 +1,5 @@
-"""Reading one standard 12-lead WFDB record: the only ECG reader (shard stage and inference).
+"""Reading one standard 12-lead WFDB record (shard stage and inference; other formats:
+:mod:`pipeline.data.formats`, which returns the same :class:`Record`).
 
 :func:`read_record` accepts any single-segment record holding the 12 standard leads:
 
