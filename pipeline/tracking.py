@@ -53,15 +53,27 @@ class TrackingConfig:
     Built as ``TrackingConfig(**config["mlflow"], results_dir=config["results"])``.
 
     Attributes:
-        tracking_uri: MLflow tracking URI; ``""`` disables tracking. Default: the schema's
-            (a sqlite file in the default results directory).
+        tracking_uri: MLflow tracking URI; ``""`` disables tracking. ``None`` (the default)
+            becomes ``sqlite:///<results_dir>/mlflow.db``, so runs and artifacts
+            (``<results_dir>/mlartifacts``, beside the database) follow ``results:``; a
+            named URI (a tracking server, another database) is used as given.
         experiment: Experiment name.
         results_dir: The pipeline's results directory (config key ``results``).
     """
 
-    tracking_uri: str = "sqlite:///results/mlflow.db"
+    tracking_uri: str | None = None
     experiment: str = "ecg-explain"
     results_dir: str = "results"
+
+    def __post_init__(self) -> None:
+        if self.tracking_uri is None:
+            object.__setattr__(self, "tracking_uri", default_tracking_uri(self.results_dir))
+
+
+def default_tracking_uri(results_dir: str | Path) -> str:
+    """The sqlite database inside the results directory (relative to the working directory
+    when ``results_dir`` is; an absolute one gives ``sqlite:////abs/...``)."""
+    return f"sqlite:///{Path(results_dir).as_posix()}/mlflow.db"
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -197,3 +197,32 @@ def test_counts_are_not_identifiers() -> None:
     tracking.check_no_identifiers(["n_study_ids", "data.n_subject_id", "lr"], "params")
     with pytest.raises(ValueError, match="dates"):
         tracking.check_no_identifiers(["cohort.ecg_time"], "params")
+
+
+def test_default_tracking_follows_the_results_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The shipped config's mlflow section with `results:` elsewhere, as a rule script builds it.
+    import yaml
+
+    from tests.snakemake_helpers import REPO
+
+    shipped = yaml.safe_load((REPO / "config.yaml").read_text())["mlflow"]
+    monkeypatch.chdir(tmp_path)
+    cfg = tracking.TrackingConfig(**shipped, results_dir="results_c3")
+    assert cfg.tracking_uri == "sqlite:///results_c3/mlflow.db"
+    table = tmp_path / "table1.csv"
+    table.write_text("approach,diagnoses_auroc\nsignal-only,0.7\n")
+    with stage_run(cfg.tracking_uri, cfg.experiment, Path(cfg.results_dir), "pretrain", {}):
+        pass
+    with parent_run(cfg.tracking_uri, cfg.experiment, Path(cfg.results_dir)) as run:
+        run.log_artifact(table, "tables")
+    assert not (tmp_path / "results").exists() and not (tmp_path / "mlruns").exists()
+    assert (tmp_path / "results_c3/mlflow.db").is_file()
+    assert len(list((tmp_path / "results_c3/mlartifacts").rglob("table1.csv"))) == 1
+    # A named URI (e.g. a tracking server) is used as given; "" still turns tracking off.
+    named = tracking.TrackingConfig("http://mlflow.example:5000", results_dir="results_c3")
+    assert named.tracking_uri == "http://mlflow.example:5000"
+    assert tracking.TrackingConfig("", results_dir="results_c3").tracking_uri == ""
+    absolute = tracking.TrackingConfig(results_dir=str(tmp_path / "abs"))
+    assert absolute.tracking_uri == f"sqlite:///{tmp_path}/abs/mlflow.db"
