@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pipeline.privacy import check_no_identifiers, screen_artifact
+from pipeline.stops import Interrupted
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ PARENT_TAG = "mlflow.parentRunId"
 RESUMES_TAG = "ecg_explain.resumes"  # on a rerun: the interrupted run(s) it replaces
 SUPERSEDED_TAG = "ecg_explain.superseded_by"  # on an interrupted run: the run that replaced it
 OWNER_TAG = "ecg_explain.owner"  # host:pid of the process that opened the run
+STOP_TAG = "ecg_explain.stop_reason"  # on a run closed as KILLED by a signal: what and where
 LOCK_NAME = ".mlflow.lock"
 _RETRY_SLEEPS_S = (0.5, 2.0)  # a locked sqlite database usually frees up within seconds
 
@@ -292,7 +294,9 @@ def stage_run(
         params: Parameters (nested mappings allowed) logged on the child run.
 
     Yields:
-        A :class:`StageRun`; the run ends FINISHED, or FAILED / KILLED when the body raises.
+        A :class:`StageRun`; the run ends FINISHED, or FAILED / KILLED when the body raises
+        (KILLED on :class:`~pipeline.stops.Interrupted`, with its reason in tag
+        ``ecg_explain.stop_reason``, and on KeyboardInterrupt).
         Runs of the same stage left RUNNING by a killed job are closed as KILLED first;
         the new run names them in tag ``ecg_explain.resumes`` and each names the new run
         in ``ecg_explain.superseded_by`` (a rerun links to, never reuses, the old run).
@@ -351,31 +355,42 @@ def _alive_here(owner: str) -> bool:
     return True
 
 
-def _interrupted_runs(client: Any, experiment_id: str, key: str, stage: str) -> list[str]:
-    """Run ids of this stage and results directory left RUNNING by a killed job.
+def _interrupted_runs(client: Any, experiment_id: str, key: str, stage: str) -> list[Any]:
+    """Runs of this stage and results directory that an interrupted job left behind.
 
-    A ``kill -9`` (or a lost cluster node) never reaches :func:`_terminating`. Snakemake's
-    lock lets only one job per stage and results directory run at a time, so a RUNNING
-    run of the same stage is an orphan, unless its owner still lives on this host.
+    A ``kill -9`` (or a lost cluster node) never reaches :func:`_terminating` and leaves
+    the run RUNNING. Snakemake's lock lets only one job per stage and results directory
+    run at a time, so a RUNNING run of the same stage is an orphan, unless its owner still
+    lives on this host. A run stopped by SIGTERM/SIGINT was closed as KILLED at once
+    (tag ``ecg_explain.stop_reason``); it is linked too until a rerun supersedes it.
     """
-    found = client.search_runs(
-        [experiment_id],
-        filter_string=(
-            f"tags.`{RESULTS_KEY_TAG}` = '{key}' and tags.`{STAGE_TAG}` = '{stage}' "
-            "and attributes.status = 'RUNNING'"
-        ),
-    )
-    return [str(r.info.run_id) for r in found if not _alive_here(r.data.tags.get(OWNER_TAG, ""))]
+    where = f"tags.`{RESULTS_KEY_TAG}` = '{key}' and tags.`{STAGE_TAG}` = '{stage}'"
+    found = [
+        run
+        for status in ("RUNNING", "KILLED")
+        for run in client.search_runs(
+            [experiment_id], filter_string=f"{where} and attributes.status = '{status}'"
+        )
+    ]
+    return [
+        r
+        for r in found
+        if (r.info.status == "RUNNING" and not _alive_here(r.data.tags.get(OWNER_TAG, "")))
+        or (STOP_TAG in r.data.tags and SUPERSEDED_TAG not in r.data.tags)
+    ]
 
 
-def _supersede(client: Any, run: StageRun, interrupted: list[str]) -> None:
-    """Close the interrupted runs as KILLED and link them and ``run`` both ways."""
+def _supersede(client: Any, run: StageRun, interrupted: list[Any]) -> None:
+    """Close the orphaned runs as KILLED and link every interrupted run and ``run`` both ways."""
+    orphans = [r for r in interrupted if r.info.status == "RUNNING"]
+    for old in orphans:
+        StageRun(client, old.info.run_id)._terminate("KILLED")
     for old in interrupted:
-        StageRun(client, old)._terminate("KILLED")
-        StageRun(client, old).set_tag(SUPERSEDED_TAG, run.run_id)
+        StageRun(client, old.info.run_id).set_tag(SUPERSEDED_TAG, run.run_id)
     if interrupted:
-        run.set_tag(RESUMES_TAG, ",".join(interrupted))
-        log.info("MLflow: closed %d interrupted run(s) of this stage as KILLED", len(interrupted))
+        run.set_tag(RESUMES_TAG, ",".join(r.info.run_id for r in interrupted))
+    if orphans:
+        log.info("MLflow: closed %d interrupted run(s) of this stage as KILLED", len(orphans))
 
 
 @contextlib.contextmanager
@@ -402,6 +417,10 @@ def _terminating(run: StageRun) -> Iterator[None]:
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
+        raise
+    except Interrupted as stop:  # SIGTERM/SIGINT: checkpoint written, the job is retried
+        status = "KILLED"
+        run.set_tag(STOP_TAG, stop.reason)
         raise
     finally:
         run._terminate(status)

@@ -2,9 +2,11 @@
 
 One file per stage (``results/checkpoints/<stage>/last.pt``), a path no rule declares, so
 Snakemake never sees it. The dict carries model, optimizer, the best weights so far, the
-history, and the RNG states of torch, numpy and Python taken at the end of an epoch; the
-data order and crops are seeded per epoch (see :mod:`pipeline.train.data`), so a resumed
-run replays exactly what an uninterrupted run would have done. A ``key`` hashes the
+history, and the RNG states of torch, numpy and Python taken at the end of an epoch or, for
+a mid-epoch checkpoint (a signal or ``train.checkpoint_minutes``, see
+:mod:`pipeline.train.interrupt`), after a step, with the batches done and the epoch's
+metric sums; the data order and crops are seeded per epoch (see :mod:`pipeline.train.data`),
+so a resumed run replays exactly what an uninterrupted run would have done. A ``key`` hashes the
 stage's config and input file identities; a mismatching checkpoint is discarded.
 """
 
@@ -18,7 +20,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -63,11 +65,13 @@ def restore_rng(state: Mapping[str, Any]) -> None:
 
 @dataclass(frozen=True)
 class CheckpointSpec:
-    """Where a stage keeps its resume checkpoint and the key it must match."""
+    """Where a stage keeps its resume checkpoint, the key it must match, and how often it is
+    written: every ``every`` epochs and every ``minutes`` minutes within one (0: never)."""
 
     path: Path
     key: str
     every: int = 1
+    minutes: float = 0.0
 
     def load(self) -> dict[str, Any] | None:
         """The stored checkpoint if it exists and matches ``key``; otherwise None."""
@@ -97,14 +101,25 @@ class CheckpointSpec:
             self.path.parent.rmdir()
 
 
+class CheckpointCadence(Protocol):
+    """How often a stage checkpoints (:class:`pipeline.train.engine.TrainConfig` is one)."""
+
+    @property
+    def checkpoint_every(self) -> int: ...
+
+    @property
+    def checkpoint_minutes(self) -> float: ...
+
+
 def stage_checkpoint(
     checkpoint_dir: Path | None,
     config: Mapping[str, Any],
     inputs: Sequence[str | Path],
-    every: int,
+    cadence: CheckpointCadence,
 ) -> CheckpointSpec | None:
-    """A stage's resume checkpoint, ``checkpoint_dir/last.pt``, keyed by its config and inputs
-    (None: the stage does not resume)."""
+    """A stage's resume checkpoint, ``checkpoint_dir/last.pt``, keyed by its config and inputs,
+    written as often as ``cadence`` (the ``train`` section) says (None: no resume)."""
     if checkpoint_dir is None:
         return None
-    return CheckpointSpec(Path(checkpoint_dir) / "last.pt", checkpoint_key(config, inputs), every)
+    key, every = checkpoint_key(config, inputs), cadence.checkpoint_every
+    return CheckpointSpec(Path(checkpoint_dir) / "last.pt", key, every, cadence.checkpoint_minutes)

@@ -4,7 +4,8 @@ Training (Strodthoff et al. 2024; MDS-ED): one random 2.5 s crop per record per 
 Evaluation: the record cut into ``eval_crops`` non-overlapping crops whose sigmoid
 outputs are averaged. The random crop of record i in epoch e is drawn from a generator
 seeded with (seed, epoch, i), and the shuffling generator is reseeded per epoch, so a run
-resumed at an epoch boundary sees exactly the batches an uninterrupted run would.
+resumed at an epoch boundary sees exactly the batches an uninterrupted run would; one resumed
+mid-epoch skips the batches already done by their indices, without reading them.
 
 DataLoader workers default to 0 on CPU: the records are memory-mapped float16 reads that
 cost far less than an S4 step, and extra processes would compete with torch's threads on
@@ -14,14 +15,15 @@ by index, not by worker).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
 import polars as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from pipeline.manifests import manifest_column
 from pipeline.train.tabular import TabularArrays
@@ -176,6 +178,19 @@ class EpochDataset(Protocol):
     def set_epoch(self, epoch: int) -> None: ...
 
 
+class _From:
+    """The batches of ``sampler`` from batch ``start`` on (index lists only: no data is read)."""
+
+    def __init__(self, sampler: BatchSampler, start: int) -> None:
+        self.sampler, self.start = sampler, start
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return itertools.islice(iter(self.sampler), self.start, None)
+
+    def __len__(self) -> int:
+        return max(len(self.sampler) - self.start, 0)
+
+
 class EpochLoader:
     """A DataLoader whose shuffling and crops are a pure function of (seed, epoch)."""
 
@@ -196,23 +211,39 @@ class EpochLoader:
         self.seed = seed
         self.num_workers = num_workers
         self._generator = torch.Generator()
+        self.start_batch = 0
         self.set_epoch(0)
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> int:
+        """Reseed for ``epoch``; the next pass starts at batch ``start_batch`` (a resume).
+
+        Returns the number of batches of the whole epoch.
+        """
         self.dataset.set_epoch(epoch)
         state = np.random.SeedSequence([self.seed, epoch]).generate_state(1, np.uint64)
         self._generator.manual_seed(int(state[0] >> np.uint64(1)))
+        self.start_batch = start_batch
+        return len(self._batches())
+
+    def _batches(self) -> BatchSampler:
+        # What DataLoader(shuffle=..., generator=...) builds itself, made explicit so a pass
+        # can start mid-epoch with the same permutation (drawn from the same generator).
+        data: Sequence[object] = self.dataset  # type: ignore[assignment]  # sized by protocol
+        sampler: Iterable[int] = (
+            RandomSampler(data, generator=self._generator)
+            if self.shuffle
+            else SequentialSampler(data)
+        )
+        return BatchSampler(sampler, self.batch_size, self.drop_last)
 
     def __len__(self) -> int:
-        n = len(self.dataset)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        """Batches left in this pass."""
+        return len(_From(self._batches(), self.start_batch))
 
     def __iter__(self) -> Iterator[Batch]:
         loader: DataLoader[dict[str, np.ndarray]] = DataLoader(
             self.dataset,  # type: ignore[arg-type]  # a map-style dataset by protocol
-            batch_size=self.batch_size,
-            shuffle=self.shuffle,
-            drop_last=self.drop_last,
+            batch_sampler=_From(self._batches(), self.start_batch),
             generator=self._generator,
             num_workers=self.num_workers,
         )

@@ -15,6 +15,7 @@ import os
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -27,6 +28,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from pipeline.logs import progress
 from pipeline.train.checkpoint import CheckpointSpec, capture_rng, restore_rng
 from pipeline.train.data import Batch, EpochLoader, to_device
+from pipeline.train.interrupt import EpochTally, StepGuard
 from pipeline.train.schedule import EarlyStopping, make_scheduler
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,8 @@ class TrainConfig:
         eval_crops: non-overlapping crops averaged at validation and test.
         checkpoint_every: epochs between resume checkpoints.
         num_workers: DataLoader worker processes (0: load in the training process).
+        checkpoint_minutes: minutes between resume checkpoints within an epoch (0: none);
+            see :mod:`pipeline.train.interrupt`.
     """
 
     device: str = "auto"
@@ -55,6 +59,7 @@ class TrainConfig:
     eval_crops: int = 4
     checkpoint_every: int = 1
     num_workers: int = 0
+    checkpoint_minutes: float = 15.0
 
 
 class MetricSink(Protocol):
@@ -136,14 +141,17 @@ def train_epoch(
     device: torch.device,
     desc: str,
     scheduler: LRScheduler | None = None,
+    tally: EpochTally | None = None,
+    on_step: Callable[[EpochTally], None] | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``; returns batch-size-weighted means of the step metrics.
 
-    ``scheduler`` (if any) steps after every optimizer step.
+    ``scheduler`` (if any) steps after every optimizer step. ``tally`` continues an epoch
+    resumed mid-way (the loader then starts after its batches); ``on_step`` is called at
+    every step boundary (:class:`~pipeline.train.interrupt.StepGuard`).
     """
     model.train()
-    sums: dict[str, float] = {}
-    n_seen = 0
+    tally = EpochTally() if tally is None else tally
     for batch in progress(loader, desc=desc, total=len(loader), unit="batch"):
         batch = to_device(batch, device)
         optimizer.zero_grad(set_to_none=True)
@@ -154,13 +162,12 @@ def train_epoch(
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        n = _batch_size(batch)
-        n_seen += n
-        for k, v in {"loss": float(loss.detach()), **metrics}.items():
-            sums[k] = sums.get(k, 0.0) + v * n
-    if n_seen == 0:
+        tally.add(_batch_size(batch), {"loss": float(loss.detach()), **metrics})
+        if on_step is not None:
+            on_step(tally)
+    if tally.seen == 0:
         raise ValueError(f"{desc}: no training batch (too few records for the batch size)")
-    return {k: v / n_seen for k, v in sums.items()}
+    return tally.means()
 
 
 @dataclass(frozen=True)
@@ -206,7 +213,9 @@ def fit(
     ``loop.patience`` epochs without improvement. The model ends with the best epoch's
     weights loaded. With ``checkpoint`` the loop resumes from a matching checkpoint
     (model, optimizer, scheduler, best weights, history, RNG) and writes one every
-    ``checkpoint.every`` epochs; the caller deletes it once the stage's outputs are written.
+    ``checkpoint.every`` epochs and every ``checkpoint.minutes`` within an epoch; on SIGTERM
+    or SIGINT it writes one at the next step and stops (:mod:`pipeline.train.interrupt`). The
+    caller deletes it once the stage's outputs are written.
 
     Args:
         model: already on ``device``; the optimizer is built over its parameters.
@@ -223,9 +232,13 @@ def fit(
     )
     state = _LoopState(FitResult())
     ckpt = checkpoint.load() if checkpoint is not None else None
+    tally = EpochTally()
     if ckpt is not None:
-        start = state.restore(ckpt, model, optimizer, scheduler)
-        log.info("%s: resumed after epoch %d of at most %d", desc, start, epochs)
+        start, tally = state.restore(ckpt, model, optimizer, scheduler)
+        log.info(
+            "%s: resumed after epoch %d (and %d batches) of at most %d",
+            *(desc, start, tally.batches, epochs),
+        )
         if run is not None:
             for rec in state.result.history:
                 run.log_metrics({k: v for k, v in rec.items() if k != "epoch"}, int(rec["epoch"]))
@@ -240,24 +253,35 @@ def fit(
     stopped = bool(state.result.history) and stopper.should_stop(
         int(state.result.history[-1]["epoch"]), state.result.best_epoch
     )
-    for epoch in range(start, epochs):
-        if stopped:
-            break
-        train_loader.set_epoch(epoch)
-        metrics = train_epoch(
-            *(model, optimizer, train_loader, step_fn, device),
-            f"{desc} {epoch + 1}/{epochs}",
-            scheduler,
-        )
-        val = _validate(model, val_fn, monitor)
-        state.observe(model, epoch + 1, metrics, val, optimizer, monitor, mode)
-        _log_epoch(desc, epoch + 1, epochs, state, monitor, run)
-        stopped = stopper.should_stop(epoch + 1, state.result.best_epoch)
-        due = checkpoint is not None and (epoch + 1) % max(checkpoint.every, 1) == 0
-        if checkpoint is not None and due and epoch + 1 < epochs and not stopped:
-            checkpoint.save(state.checkpoint(model, optimizer, scheduler, epoch + 1))
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, state.result.history[-1])
+
+    def snapshot(epoch: int, tally: EpochTally | None = None) -> dict[str, Any]:
+        ckpt = state.checkpoint(model, optimizer, scheduler, epoch)
+        return ckpt if tally is None else ckpt | {"tally": tally.to_dict()}
+
+    with StepGuard(checkpoint, desc, snapshot) as guard:
+        for epoch in range(start, epochs):
+            if stopped:
+                break
+            n_batches = train_loader.set_epoch(epoch, start_batch=tally.batches)
+            metrics = train_epoch(
+                *(model, optimizer, train_loader, step_fn, device),
+                f"{desc} {epoch + 1}/{epochs}",
+                scheduler,
+                tally,
+                partial(guard.after_step, epoch, n_batches=n_batches),
+            )
+            tally = EpochTally()
+            val = _validate(model, val_fn, monitor)
+            state.observe(model, epoch + 1, metrics, val, optimizer, monitor, mode)
+            _log_epoch(desc, epoch + 1, epochs, state, monitor, run)
+            stopped = stopper.should_stop(epoch + 1, state.result.best_epoch)
+            due = checkpoint is not None and (epoch + 1) % max(checkpoint.every, 1) == 0
+            if checkpoint is not None and due and epoch + 1 < epochs and not stopped:
+                checkpoint.save(snapshot(epoch + 1))
+                guard.saved()
+            guard.after_epoch(epoch + 1)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, state.result.history[-1])
     if stopped:
         log.info(
             "%s: early stop after epoch %d (no better %s for %d epochs; best epoch %d)",
@@ -346,8 +370,9 @@ class _LoopState:
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
         scheduler: LRScheduler,
-    ) -> int:
-        """Load a checkpoint into the model, optimizer, scheduler and self; returns its epoch."""
+    ) -> tuple[int, EpochTally]:
+        """Load a checkpoint into the model, optimizer, scheduler and self; returns its epoch
+        (completed epochs) and, for a mid-epoch checkpoint, the tally of the epoch after it."""
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -355,7 +380,7 @@ class _LoopState:
         self.result.history = list(ckpt["history"])
         self.result.best_epoch, self.result.resumed_at = ckpt["best_epoch"], ckpt["epoch"]
         restore_rng(ckpt["rng"])
-        return int(ckpt["epoch"])
+        return int(ckpt["epoch"]), EpochTally.from_dict(ckpt.get("tally"))
 
 
 def write_history(path: Path, history: list[dict[str, float]]) -> None:

@@ -251,7 +251,7 @@ def pretrain(
     record = cfg.record() | ({} if augment is None else {"augment": asdict(augment)})
     params = {"pretrain": record, "model": dict(model_cfg), "train": asdict(train_cfg)}
     config = {"stage": stage, **params}
-    ckpt = stage_checkpoint(checkpoint_dir, config, inputs.files(), train_cfg.checkpoint_every)
+    ckpt = stage_checkpoint(checkpoint_dir, config, inputs.files(), train_cfg)
     with stage_run(
         tracking.tracking_uri, tracking.experiment, Path(tracking.results_dir), stage, params
     ) as run:

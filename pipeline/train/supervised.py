@@ -230,7 +230,7 @@ def train_supervised(
 
     params = {kind: asdict(cfg), "model": dict(model_cfg), "train": asdict(train_cfg)}
     config = {"stage": kind, **params}
-    ckpt = stage_checkpoint(checkpoint_dir, config, inputs.files(), train_cfg.checkpoint_every)
+    ckpt = stage_checkpoint(checkpoint_dir, config, inputs.files(), train_cfg)
     with stage_run(
         tracking.tracking_uri, tracking.experiment, Path(tracking.results_dir), kind, params
     ) as run:
