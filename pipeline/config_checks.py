@@ -152,3 +152,22 @@ def config_errors(config: Mapping[str, Any]) -> list[str]:
         if frozen > n_layers:
             errors.append(f"{name}.freeze_blocks: {frozen} > model.ecg_encoder.n_layers={n_layers}")
     return errors
+
+
+def cuda_errors(config: Mapping[str, Any]) -> list[str]:
+    """``train.device: cuda`` where torch sees no CUDA device (torch is imported only then).
+
+    The Snakefile runs this when the jobs run on this machine; a cluster's nodes may have
+    GPUs the submitting machine lacks, and there a training job checks for itself.
+    """
+    if config["train"]["device"] != "cuda":
+        return []
+    import torch
+
+    if torch.cuda.is_available():
+        return []
+    return [
+        f"train.device: 'cuda', but torch {torch.__version__} sees no CUDA device on this "
+        "machine; set train.device to cpu or auto, or submit the jobs to GPU nodes "
+        "(--profile profiles/slurm)"
+    ]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config_checks import coerce_cli_strings, config_errors
+from pipeline.config_checks import coerce_cli_strings, config_errors, cuda_errors
 from tests.snakemake_helpers import REPO, planned_rules, snakemake
 
 TEST_CONFIG = REPO / ".test/config.yaml"
@@ -106,3 +106,18 @@ def test_cli_strings_are_typed_by_the_schema() -> None:
         "train": {"device": "cpu"},
         "pretrain": {"lr": 0.001, "epochs": "many"},  # unparseable: left for the schema error
     }
+
+
+def test_cuda_without_cuda_stops_before_the_first_job(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():  # the check is about machines without CUDA
+        assert cuda_errors({"train": {"device": "cuda"}}) == []
+        return
+    (tmp_path / "cuda.yaml").write_text("train: {device: cuda}\n")
+    proc = snakemake(tmp_path, TEST_CONFIG, "cuda.yaml", "--cores", "1", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "config train.device: 'cuda', but torch" in out and "sees no CUDA device" in out
+    assert not (tmp_path / "results").exists()  # not even the synthetic cohort was generated
+    assert cuda_errors({"train": {"device": "auto"}}) == []

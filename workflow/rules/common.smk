@@ -222,6 +222,24 @@ _check_sources()
 _check_settings()
 
 
+onstart:
+    _check_device()
+
+
+def _check_device():
+    """train.device: cuda without CUDA stops the run before its first job (after the DAG is
+    built: only then is the executor known), when the jobs run here and one of them trains."""
+    if not workflow.local_exec:
+        return  # cluster nodes may have GPUs the submitting machine lacks
+    if not any("train" in job.rule.params.keys() for job in workflow.dag.needrun_jobs()):
+        return
+    from pipeline.config_checks import cuda_errors
+
+    errors = cuda_errors(config)
+    if errors:
+        raise WorkflowError("invalid config:\n  " + "\n  ".join(f"config {e}" for e in errors))
+
+
 def _sorted(value):
     if isinstance(value, dict):
         return {key: _sorted(value[key]) for key in sorted(value)}
