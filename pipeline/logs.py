@@ -11,6 +11,8 @@ from typing import TypeVar
 
 from tqdm.auto import tqdm
 
+from pipeline.stops import ExpectedStop
+
 T = TypeVar("T")
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -21,9 +23,13 @@ def setup_logging(log_file: str | Path | None = None, level: int = logging.INFO)
 
     Also routes an uncaught exception through logging, so the reason a job failed
     (message and traceback) lands in its log file, not only on the console, which under
-    Snakemake or SLURM is a different file.
+    Snakemake or SLURM is a different file. For an expected stop
+    (:class:`~pipeline.stops.ExpectedStop`: too little data, a setting a job found bad) the
+    console gets the one-line message only; the traceback stays in the log file.
     """
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(_ConsoleFormatter(_FORMAT))
+    handlers: list[logging.Handler] = [console]
     if log_file is not None:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file, mode="w"))
@@ -40,9 +46,22 @@ def log_uncaught(
     on a job log finds the reason; the traceback follows.
     """
     what = "interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed"
+    what = "stopped" if issubclass(exc_type, ExpectedStop) else what
     logging.getLogger("pipeline").critical(
         "stage %s: %s: %s", what, exc_type.__name__, exc, exc_info=(exc_type, exc, tb)
     )
+
+
+class _ConsoleFormatter(logging.Formatter):
+    """The standard format, without the traceback of an expected stop."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, ExpectedStop):
+            return super().format(record)
+        return super().format(
+            logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})
+        )
 
 
 def progress(

@@ -23,6 +23,11 @@ class ExpectedStop(Exception):
     """A stop whose one-line message says all a user needs (no traceback on the console)."""
 
 
+class BadSetting(ExpectedStop, ValueError):
+    """A setting that only a running job can find wrong (e.g. ``train.device: cuda`` on a node
+    without CUDA); the message names the key."""
+
+
 class Interrupted(SystemExit):
     """Training stopped on a signal after writing its resume checkpoint.
 

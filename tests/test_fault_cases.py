@@ -2,8 +2,8 @@
 real PhysioNet download (``source.synthetic: false``).
 
 Each fault must stop the first stage that sees it, with counts and the config key to
-change, in the console and in the job's log file (with the traceback), and leave no
-output that Snakemake would count as finished.
+change, in the console (one line, no traceback) and in the job's log file (with the
+traceback), and leave no output that Snakemake would count as finished.
 """
 
 from __future__ import annotations
@@ -117,6 +117,8 @@ def test_unreachable_thresholds_stop_their_stage_naming_the_key(
     assert 0 < int(labels.group(1)) < 1_000_000
     assert re.search(r"no protocol lab has lab_targets\.min_events=1000000000 events "
                      r"\(highest: [1-9]\d*\)", out)  # fmt: skip
+    # An expected stop: its one line on the console, the traceback only in the job log.
+    assert "Traceback (most recent call last)" not in out, out[-3000:]
     _assert_reason_logged(tmp_path, "extract_labels", "labels.min_count=1000000")
     _assert_reason_logged(tmp_path, "extract_lab_targets", "lab_targets.min_events=1000000000")
     for name in ("labels.parquet", "label_manifest.tsv", "lab_targets.parquet"):

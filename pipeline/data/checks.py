@@ -8,9 +8,12 @@ config key or source path to look at.
 
 from __future__ import annotations
 
+from pipeline.stops import ExpectedStop
 
-class TooLittleData(ValueError):
-    """A stage's input leaves nothing, or too little, to work on."""
+
+class TooLittleData(ExpectedStop, ValueError):
+    """A stage's input leaves nothing, or too little, to work on (an expected stop: the
+    console shows its message, the job log also the traceback)."""
 
 
 def require(n: int, minimum: int, message: str) -> None:

@@ -25,7 +25,9 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
+from pipeline.data.checks import TooLittleData
 from pipeline.logs import progress
+from pipeline.stops import BadSetting
 from pipeline.train.checkpoint import CheckpointSpec, capture_rng, restore_rng
 from pipeline.train.data import Batch, EpochLoader, to_device
 from pipeline.train.interrupt import EpochTally, StepGuard
@@ -92,9 +94,9 @@ def select_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but torch sees no CUDA device")
+        raise BadSetting(f"train.device is 'cuda' but torch {torch.__version__} sees no CUDA")
     if name not in ("cpu", "cuda"):
-        raise ValueError(f"train.device must be auto, cpu or cuda, got {name!r}")
+        raise BadSetting(f"train.device must be auto, cpu or cuda, got {name!r}")
     return torch.device(name)
 
 
@@ -166,7 +168,7 @@ def train_epoch(
         if on_step is not None:
             on_step(tally)
     if tally.seen == 0:
-        raise ValueError(f"{desc}: no training batch (too few records for the batch size)")
+        raise TooLittleData(f"{desc}: no training batch (too few records for the batch size)")
     return tally.means()
 
 
