@@ -72,8 +72,17 @@ def test_same_config_seed_and_threads_give_identical_bytes(
 
 
 def test_model_json_records_the_thread_count(one_thread: Path, tmp_path: Path) -> None:
+    import numpy as np
+    import torch
+
     for meta in ("pretrain/model.json", "model/model.json"):
-        assert json.loads((one_thread / meta).read_text())["num_threads"] == 1
+        record = json.loads((one_thread / meta).read_text())
+        assert record["num_threads"] == 1
+        # and what else the bytes depend on across machines (README: Determinism)
+        runtime = record["runtime"]
+        assert runtime["num_threads"] == 1
+        assert runtime["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+        assert (runtime["torch"], runtime["numpy"]) == (torch.__version__, np.__version__)
     two = _run(tmp_path, threads=2)
     for meta in ("pretrain/model.json", "model/model.json"):
         assert json.loads((two / meta).read_text())["num_threads"] == 2

@@ -34,6 +34,7 @@ from pipeline.train.data import Batch, ECGDataset, EpochLoader, open_store
 from pipeline.train.engine import TrainConfig
 from pipeline.train.heads import normalised
 from pipeline.train.predict import predict_probs
+from pipeline.train.reproducibility import runtime_record
 from pipeline.train.stage_config import StageConfig
 from pipeline.train.tabular import TabularPreprocessor, tabular_encoder_meta
 
@@ -229,6 +230,7 @@ def model_meta(
         "best_val_auroc": best_val_auroc,
         # results are bit-identical only for the same seed, config and thread count
         "num_threads": torch.get_num_threads(),
+        "runtime": runtime_record(),  # what else the bytes depend on (README: Determinism)
         "preprocessing": None if preprocessing is None else dict(preprocessing),
     }
 

@@ -59,6 +59,7 @@ from pipeline.train.engine import (
 )
 from pipeline.train.head_init import logistic_probe
 from pipeline.train.pretrain_config import PretrainConfig
+from pipeline.train.reproducibility import runtime_record
 from pipeline.train.tabular import (
     TabularArrays,
     TabularPreprocessor,
@@ -291,6 +292,7 @@ def pretrain(
             "n_train": len(train_ids),
             "n_val": len(val_ids),
             "num_threads": torch.get_num_threads(),  # part of what makes a run reproducible
+            "runtime": runtime_record(),  # and what else (README: Determinism)
         }
         with atomic_path(out_dir) as tmp:
             tmp.mkdir()
