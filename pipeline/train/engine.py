@@ -257,8 +257,9 @@ def fit(
     )
 
     def snapshot(epoch: int, tally: EpochTally | None = None) -> dict[str, Any]:
-        ckpt = state.checkpoint(model, optimizer, scheduler, epoch)
-        return ckpt if tally is None else ckpt | {"tally": tally.to_dict()}
+        # a mid-epoch checkpoint also carries the epoch's tally (batches done, metric sums)
+        saved = state.checkpoint(model, optimizer, scheduler, epoch)
+        return saved if tally is None else saved | {"tally": tally.to_dict()}
 
     with StepGuard(checkpoint, desc, snapshot) as guard:
         for epoch in range(start, epochs):
