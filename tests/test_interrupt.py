@@ -86,16 +86,18 @@ def test_sigterm_mid_epoch_checkpoints_closes_the_run_and_resumes_bit_identicall
     assert len(line) == 1 and "resume checkpoint" in line[0] and "exit status 143" in line[0]
     assert line[0] in (root / "pretrain.log").read_text()
     saved = torch.load(ckpt, map_location="cpu", weights_only=False)
-    assert saved["epoch"] == 0 and 0 < saved["tally"]["batches"] < 32  # inside epoch 1
+    done = saved["epoch"]  # epochs finished: 0, unless this machine lagged the signal
+    assert done < CFG["epochs"] and 0 < saved["tally"]["batches"] <= 32  # after a step
     assert not (root / "out").exists()
     (killed,) = _stage_runs(root)  # closed at once, not by the rerun
     assert killed.info.status == "KILLED" and killed.info.end_time is not None
-    assert killed.data.tags[mlflow_tracking.STOP_TAG].startswith("SIGTERM at epoch 1, batch ")
+    reason = killed.data.tags[mlflow_tracking.STOP_TAG]
+    assert reason.startswith(f"SIGTERM at epoch {done + 1}, batch ") and str(ckpt) in reason
 
     rerun = _child(root)
     _, err = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, err[-3000:]
-    assert "resumed after epoch 0 (and " in err
+    assert f"resumed after epoch {done} (and {saved['tally']['batches']} batches)" in err
     assert not ckpt.exists()
 
     # The same training uninterrupted, in this process, with the default checkpoint cadence.
