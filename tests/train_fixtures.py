@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
+from pipeline.data.shard_check import describe, shards_metadata
 from pipeline.tracking import TrackingConfig
 from pipeline.train.engine import TrainConfig
 from pipeline.train.pretrain import PretrainConfig, PretrainInputs
@@ -225,11 +227,14 @@ def _write_shards(shard_root: Path, study_id: np.ndarray, ecg: np.ndarray, size:
         shard += [name] * len(ecg[start : start + size])
         offset += list(range(len(ecg[start : start + size])))
     index = shard_root / "index.parquet"
-    pl.DataFrame(
+    frame = pl.DataFrame(
         {
             "study_id": pl.Series(study_id, dtype=pl.Int64),
             "shard": shard,
             "offset": pl.Series(offset, dtype=pl.Int32),
         }
-    ).write_parquet(index)
+    )
+    # the sizes and hashes the store checks, as the shard stage records them
+    entries = {name: describe(shard_root / name) for name in dict.fromkeys(shard)}
+    pq.write_table(frame.to_arrow().replace_schema_metadata(shards_metadata(entries)), index)
     return index

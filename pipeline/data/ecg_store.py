@@ -6,7 +6,8 @@ inference alike), and the shard store (for training).
 and :func:`prepare` (clip, resample, float16) are the per-record preprocessing of the
 protocol. :func:`load_checked` is read + check, the unit both callers use.
 
-:class:`ShardStore` serves shard records by study_id through memory maps.
+:class:`ShardStore` serves shard records by study_id through memory maps, after checking
+every shard file against the sizes and hashes its index records.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ import polars as pl
 from scipy import fft as sp_fft
 from scipy.signal import firwin, resample_poly
 
+from pipeline.data.shard_check import ShardError, verify_shards
 from pipeline.data.wfdb_record import Record, RecordError, read_record, record_base
 from pipeline.schema import LEADS
 
 __all__ = [
     "Record",
     "RecordError",
+    "ShardError",
     "ShardStore",
     "load_checked",
     "prepare",
@@ -136,6 +139,11 @@ def prepare(records: Sequence[Record], fs_out: int, clip_mv: float, out_len: int
 class ShardStore:
     """Shard records by study_id, memory-mapped (``np.load(mmap_mode="r")``).
 
+    Opening the store checks every shard file the index uses against the size and SHA-256
+    the index records (:func:`pipeline.data.shard_check.verify_shards`; each file's hash
+    once per process), so a damaged shard stops the job before it reads anything, with
+    one line naming the file and the command that rebuilds it.
+
     Shard files are opened lazily and cached per process: after a DataLoader forks its
     workers, each one sees a different pid and opens its own maps, and pickling the store
     (spawned workers) drops the maps.
@@ -143,9 +151,13 @@ class ShardStore:
     Args:
         index_path: the merged ``results/shards/index.parquet``; its ``shard`` paths are
             relative to its directory.
+        hashes: also compare the SHA-256 of each shard (False: sizes only).
+
+    Raises:
+        ShardError: a shard file is missing, or its size or content is not the recorded one.
     """
 
-    def __init__(self, index_path: str | os.PathLike[str]) -> None:
+    def __init__(self, index_path: str | os.PathLike[str], *, hashes: bool = True) -> None:
         self.index_path = Path(index_path)
         self.root = self.index_path.parent
         idx = pl.read_parquet(self.index_path).sort("study_id")
@@ -160,6 +172,7 @@ class ShardStore:
             raise ValueError(f"{self.index_path}: duplicate study_id")
         self._shard = np.array([code[s] for s in idx["shard"].to_list()], dtype=np.int32)
         self._offset = idx["offset"].to_numpy().astype(np.int64)
+        verify_shards(self.index_path, self._shard_names, hashes=hashes)
         self._maps: dict[int, np.ndarray] = {}
         self._pid = os.getpid()
 
@@ -177,8 +190,8 @@ class ShardStore:
         m = self._maps.get(shard)
         if m is None:
             path = self.root / self._shard_names[shard]
-            if not path.is_file():
-                raise FileNotFoundError(f"shard file {path} (listed in {self.index_path}) missing")
+            if not path.is_file():  # removed after the store was opened
+                raise ShardError(f"shard file {path} (listed in {self.index_path}) missing")
             m = self._maps[shard] = np.load(path, mmap_mode="r")
         return m
 

@@ -3,7 +3,9 @@
 Each shard group (``study_id % n_groups``) is one Snakemake job, so a cluster spreads
 the work. A group directory holds ``shard_00000.npy`` ... (``(n, 12, L_out)`` float16,
 mV, lead order :data:`pipeline.schema.LEADS`), ``index.parquet`` (study_id -> shard,
-offset) and ``quarantine.tsv`` (records that could not be used, with the reason). Shards
+offset; each shard file's size and SHA-256 in its metadata, checked by the store:
+:mod:`pipeline.data.shard_check`) and ``quarantine.tsv`` (records that could not be
+used, with the reason; :mod:`pipeline.data.shard_index` writes and merges both). Shards
 are keyed by record only; the splits never influence them.
 
 Preprocessing follows the MDS-ED / CardioLab protocol: NaNs linearly interpolated per
@@ -42,18 +44,18 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 
 from pipeline.data.ecg_store import Record, RecordError, load_checked, prepare
-from pipeline.data.preprocessing import Preprocessing, index_metadata, read_index_preprocessing
+from pipeline.data.preprocessing import Preprocessing
+from pipeline.data.shard_check import ShardEntry, describe
+from pipeline.data.shard_index import merge_shard_groups, write_tables
 from pipeline.io import atomic_path
 from pipeline.logs import progress
 from pipeline.schema import FS_HZ, LEADS, N_SAMPLES
 
 log = logging.getLogger(__name__)
 
-INDEX_SCHEMA = {"study_id": pl.Int64, "shard": pl.Utf8, "offset": pl.Int32}
-QUARANTINE_SCHEMA = {"study_id": pl.Int64, "path": pl.Utf8, "reason": pl.Utf8}
+__all__ = ["ShardConfig", "ShardReport", "merge_shard_groups", "shard_group"]
 
 
 @dataclass(frozen=True)
@@ -261,13 +263,13 @@ def shard_group(
         counts: Counter[str] = Counter()
         records = _records(_batches(rows, ecg_root, cfg, workers), counts)
         records = progress(records, desc=f"shard g{group}", total=len(rows), unit="rec")
-        index, quarantine, n_shards, n_mismatch = _write_shards(
+        index, quarantine, entries, n_mismatch = _write_shards(
             records, tmp, out_dir.name, paths, cfg
         )
         _check_complete(rows, index, quarantine, group, ecg_root)
-        _write_tables(tmp, index, quarantine, cfg.preprocessing())
+        write_tables(tmp, index, quarantine, cfg.preprocessing(), entries)
     report = ShardReport(
-        group, len(rows), len(index), len(quarantine), n_shards, n_mismatch,
+        group, len(rows), len(index), len(quarantine), len(entries), n_mismatch,
         dict(Counter(q[2].split(":")[0] for q in quarantine).most_common()),
         time.perf_counter() - start, counts["extra"], counts["other_rate"],
     )  # fmt: skip
@@ -281,7 +283,7 @@ def _write_shards(
     group_name: str,
     paths: dict[int, str],
     cfg: ShardConfig,
-) -> tuple[list[tuple[int, str, int]], list[tuple[int, str, str]], int, int]:
+) -> tuple[list[tuple[int, str, int]], list[tuple[int, str, str]], dict[str, ShardEntry], int]:
     """Pack usable records into shard files of ``shard_size`` inside ``tmp``.
 
     The index names shards relative to results/shards (``group_<g>/shard_<n>.npy``):
@@ -289,27 +291,33 @@ def _write_shards(
 
     Returns:
         (index rows (study_id, shard, offset), quarantine rows (study_id, path, reason),
-        number of shard files, number of header-time mismatches).
+        each shard file's size and hash by index name, number of header-time mismatches).
     """
     buf = np.empty((cfg.shard_size, len(LEADS), cfg.out_len), np.float16)  # (S, 12, L)
     index: list[tuple[int, str, int]] = []
     quarantine: list[tuple[int, str, str]] = []
-    n_shards = fill = n_mismatch = 0
+    entries: dict[str, ShardEntry] = {}
+    fill = n_mismatch = 0
+
+    def save() -> None:  # the file is still in the page cache: hashing it is cheap
+        name = f"shard_{len(entries):05d}.npy"
+        np.save(tmp / name, buf[:fill])
+        entries[f"{group_name}/{name}"] = describe(tmp / name)
+
     for sid, sig, note in records:
         if sig is None:
             quarantine.append((sid, paths[sid], str(note)))
             continue
-        index.append((sid, f"{group_name}/shard_{n_shards:05d}.npy", fill))
+        index.append((sid, f"{group_name}/shard_{len(entries):05d}.npy", fill))
         buf[fill] = sig
         fill += 1
         n_mismatch += bool(note)
         if fill == cfg.shard_size:
-            np.save(tmp / f"shard_{n_shards:05d}.npy", buf[:fill])
-            n_shards, fill = n_shards + 1, 0
+            save()
+            fill = 0
     if fill:  # the last, shorter shard
-        np.save(tmp / f"shard_{n_shards:05d}.npy", buf[:fill])
-        n_shards += 1
-    return index, quarantine, n_shards, n_mismatch
+        save()
+    return index, quarantine, entries, n_mismatch
 
 
 def _check_complete(
@@ -329,24 +337,6 @@ def _check_complete(
             f"group {group}: all {len(rows)} records quarantined (most common: {top}); "
             f"check source.mimic_iv_ecg = {ecg_root}"
         )
-
-
-def _write_index(index: pl.DataFrame, path: Path, prep: Preprocessing) -> None:
-    """index.parquet with the preprocessing in its file metadata (read by training)."""
-    table = index.to_arrow()
-    pq.write_table(table.replace_schema_metadata(index_metadata(prep)), path)
-
-
-def _write_tables(
-    tmp: Path,
-    index: list[tuple[int, str, int]],
-    quarantine: list[tuple[int, str, str]],
-    prep: Preprocessing,
-) -> None:
-    frame = pl.DataFrame(index, schema=INDEX_SCHEMA, orient="row")
-    _write_index(frame, tmp / "index.parquet", prep)
-    q = pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA, orient="row").sort("study_id")
-    q.write_csv(tmp / "quarantine.tsv", separator="\t")
 
 
 def _log_report(r: ShardReport, cfg: ShardConfig) -> None:
@@ -374,46 +364,3 @@ def _log_report(r: ShardReport, cfg: ShardConfig) -> None:
             "cohort ecg_time by more than %.0f s",
             r.group, r.n_time_mismatch, cfg.time_tolerance_s,
         )  # fmt: skip
-
-
-def merge_shard_groups(
-    group_dirs: Sequence[Path], index_out: Path, quarantine_out: Path
-) -> tuple[int, int]:
-    """Merge the per-group indexes and quarantines (rule ``merge_shards``).
-
-    Args:
-        group_dirs: the ``group_{g}`` directories, all beside ``index_out``.
-        index_out: merged index.parquet (study_id, shard, offset), sorted by study_id.
-        quarantine_out: merged quarantine.tsv (study_id, path, reason).
-
-    Returns:
-        (records in the index, records quarantined).
-    """
-    index_out, quarantine_out = Path(index_out), Path(quarantine_out)
-    idx, qua, preps = [], [], set()
-    for d in map(Path, group_dirs):
-        if d.parent.resolve() != index_out.parent.resolve():
-            raise ValueError(f"{d}: shard groups must sit beside {index_out} (relative paths)")
-        for name in ("index.parquet", "quarantine.tsv"):
-            if not (d / name).is_file():
-                raise FileNotFoundError(f"{d / name} missing: incomplete shard group")
-        idx.append(pl.read_parquet(d / "index.parquet").cast(INDEX_SCHEMA))  # type: ignore[arg-type]
-        preps.add(read_index_preprocessing(d / "index.parquet"))
-        qua.append(pl.read_csv(d / "quarantine.tsv", separator="\t", schema=QUARANTINE_SCHEMA))
-    index = pl.concat([pl.DataFrame(schema=INDEX_SCHEMA), *idx]).sort("study_id")
-    quarantine = pl.concat([pl.DataFrame(schema=QUARANTINE_SCHEMA), *qua]).sort("study_id")
-    if pl.concat([index["study_id"], quarantine["study_id"]]).is_duplicated().any():
-        raise ValueError(f"{index_out}: a study_id appears in two shard groups or twice")
-    if len(preps) != 1 or None in preps:  # groups written by different settings or code
-        raise ValueError(
-            f"{index_out}: shard groups carry different (or no) preprocessing metadata, "
-            "i.e. were written with other settings or by an older version; re-run shard_ecg"
-        )
-    with atomic_path(index_out, suffix=".parquet") as tmp:
-        _write_index(index, tmp, preps.pop())  # type: ignore[arg-type]
-    with atomic_path(quarantine_out, suffix=".tsv") as tmp:
-        quarantine.write_csv(tmp, separator="\t")
-    log.info(
-        "merged %d group(s): %d records, %d quarantined", len(idx), index.height, quarantine.height
-    )
-    return index.height, quarantine.height
