@@ -41,3 +41,15 @@ def write_text_atomic(dst: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``dst`` through a temporary file and a rename."""
     with atomic_path(dst) as tmp:
         tmp.write_text(text)
+
+
+def umask_mode() -> int:
+    """The mode a new file gets under this process's umask (0o644 under umask 022).
+
+    For writers that create files with a fixed mode of their own (safetensors: 0o600) or
+    copy one (``shutil.copy2``): a model shared on a cluster must be readable by the group
+    when the umask says so.
+    """
+    mask = os.umask(0)
+    os.umask(mask)  # reading the umask means setting it: put it back at once
+    return 0o666 & ~mask

@@ -24,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pipeline.data.formats import ArraySpec
-from pipeline.infer.bundle import BACKENDS, Bundle, Scorer, load_bundle, make_scorer
+from pipeline.infer.bundle import BACKENDS, Bundle, BundleError, Scorer, load_bundle, make_scorer
 from pipeline.infer.explain import explain_refs
 from pipeline.infer.predict import PredictConfig, predict_records
 from pipeline.infer.records import RecordRef, expand_inputs, load_batch, read_record_list
@@ -97,7 +97,7 @@ def _plot(refs: Sequence[RecordRef], bundle: Bundle, scorer: Scorer, folder: Pat
 def _predict(
     args: argparse.Namespace, refs: list[RecordRef], bundle: Bundle, scorer: Scorer
 ) -> int:
-    cfg = PredictConfig(args.batch_size, args.chunk_records, args.embedding)
+    cfg = PredictConfig(args.batch_size, args.chunk_records, args.embedding, args.backend)
     summary = predict_records(refs, bundle, scorer, args.out, cfg)
     print(
         f"scored {summary.n_scored} of {summary.n_records} record(s), "
@@ -120,17 +120,22 @@ def _explain(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a command; exit status 1 when records could not be scored (see each command)."""
+    """Run a command; exit status 1 when records could not be scored (see each command),
+    2 when the model directory is refused (one line on stderr, no traceback)."""
     args = parser().parse_args(argv)
     setup_logging()
-    bundle = load_bundle(args.model, args.labels)
+    try:
+        bundle = load_bundle(args.model, args.labels)
+        scorer = make_scorer(bundle, args.backend, args.threads)
+    except BundleError as err:
+        print(f"ecg-explain: model refused: {err}", file=sys.stderr)
+        return 2
     spec = ArraySpec(args.fs, args.leads, args.units)
     refs = expand_inputs(args.records, spec)
     if getattr(args, "list", None):
         refs += read_record_list(args.list, args.column, args.root, spec)
     if not refs:
         parser().error("no records given (paths, directories or --list)")
-    scorer = make_scorer(bundle, args.backend, args.threads)
     run = _predict if args.command == "predict" else _explain
     return run(args, refs, bundle, scorer)
 

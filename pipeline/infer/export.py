@@ -5,7 +5,9 @@ manifests of the model's outputs, exports :class:`~pipeline.infer.network.Explai
 with stored S4 kernels to ``model.onnx`` (opset 17, dynamic batch; input ``ecg``
 (B, 12, n_samples) float32 after the recorded preprocessing; outputs ``diagnoses``,
 ``labs`` (crop-averaged probabilities) and ``embedding``), checks onnxruntime against the
-torch model on given records and writes ``export.json`` (the error) and ``MODEL_CARD.md``.
+torch model on given records and writes ``export.json`` (the error), ``MODEL_CARD.md`` and,
+last, ``SHA256SUMS`` over every file (:mod:`pipeline.infer.verify`: ``load_bundle`` checks
+it). Files get the mode the umask allows (the weights are copied, not their 0600 mode).
 The ONNX graph is traced from the torch kernel path; the pykeops backend (a GPU kernel
 evaluator) is not traceable and not needed, since the kernel is precomputed.
 """
@@ -24,9 +26,18 @@ import numpy as np
 import polars as pl
 import torch
 
-from pipeline.infer.bundle import LAB_FILE, LABEL_FILE, ONNX_FILE, load_bundle, make_scorer
+from pipeline.infer.bundle import (
+    LAB_FILE,
+    LABEL_FILE,
+    META_FILE,
+    ONNX_FILE,
+    WEIGHTS_FILE,
+    load_bundle,
+    make_scorer,
+)
 from pipeline.infer.card import CardInputs, model_card
 from pipeline.infer.network import OUTPUTS, ExplainNet, frozen_copy
+from pipeline.infer.verify import EXPORT_MARKER, write_checksums
 from pipeline.io import atomic_path, write_text_atomic
 from pipeline.manifests import read_manifest_tsv
 from pipeline.train.model import load_supervised
@@ -117,8 +128,8 @@ def export_model_dir(
     bundle = load_bundle(model_dir, label_manifest)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        for name in ("model.safetensors", "model.json"):
-            shutil.copy2(model_dir / name, tmp / name)
+        for name in (WEIGHTS_FILE, META_FILE):  # new files: the umask's mode, not the source's
+            shutil.copyfile(model_dir / name, tmp / name)
         labels = _manifest_rows(label_manifest, "code", bundle.diagnoses)
         labels.write_csv(tmp / LABEL_FILE, separator="\t")
         labs = _manifest_rows(lab_manifest, "target", bundle.labs)
@@ -129,9 +140,11 @@ def export_model_dir(
             raise RuntimeError(
                 f"{out_dir}: ONNX differs from torch by {report.worst:.2e} > {tolerance:g}"
             )
-        write_text_atomic(tmp / "export.json", json.dumps(_export_meta(report), indent=1) + "\n")
         text = model_card(load_bundle(tmp), labels, labs, card, report.worst)
         write_text_atomic(tmp / "MODEL_CARD.md", text)
+        meta = json.dumps(_export_meta(report), indent=1) + "\n"
+        write_text_atomic(tmp / EXPORT_MARKER, meta)  # from here on SHA256SUMS is required
+        write_checksums(tmp)
     return report
 
 

@@ -12,7 +12,9 @@ null), ``dx_<code>`` and ``lab_<target>`` probabilities and, with ``embedding``,
 Resumable: the list is cut into fixed chunks of ``chunk_records``; each finished chunk is
 written atomically to ``.<out>.parts/part_<k>.parquet`` (the done list), so a killed run
 re-started with the same arguments scores only the missing chunks. A fingerprint of the
-record keys, the model file and the settings guards the parts: any change starts afresh.
+record keys, the model (model.json and the file the backend scores with), the backend and
+the settings guards the parts: any change starts afresh (torch and ONNX agree to ~1e-6,
+not bit for bit, so parts of one backend are never mixed into a table of the other).
 The parts are merged into ``out`` (atomically) and removed at the end.
 """
 
@@ -30,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.infer.bundle import Bundle, Scorer
+from pipeline.infer.bundle import BACKENDS, ONNX_FILE, WEIGHTS_FILE, Bundle, Scorer
 from pipeline.infer.records import RecordRef, load_batch
 from pipeline.io import atomic_path, write_text_atomic
 from pipeline.logs import progress
@@ -46,16 +48,20 @@ class PredictConfig:
         batch_size: records per model call.
         chunk_records: records per resumable part file.
         embedding: add the ``emb_<i>`` columns.
+        backend: the scorer's backend ("torch" or "onnx"; part of the resume fingerprint).
     """
 
     batch_size: int = 64
     chunk_records: int = 4096
     embedding: bool = False
+    backend: str = "torch"
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "chunk_records"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
 
 
 @dataclass(frozen=True)
@@ -119,7 +125,9 @@ def _fingerprint(refs: Sequence[RecordRef], bundle: Bundle, cfg: PredictConfig) 
     for r in refs:
         h.update(f"{r.key}\0{r.spec}\0".encode())  # --fs / --leads change array records
     h.update((bundle.model_dir / "model.json").read_bytes())
-    h.update(json.dumps([cfg.chunk_records, cfg.embedding]).encode())
+    scored_by = ONNX_FILE if cfg.backend == "onnx" else WEIGHTS_FILE
+    h.update((bundle.model_dir / scored_by).read_bytes())
+    h.update(json.dumps([cfg.chunk_records, cfg.embedding, cfg.backend]).encode())
     return h.hexdigest()
 
 
@@ -128,7 +136,9 @@ def _parts_dir(out: Path, fingerprint: str) -> Path:
     parts = out.with_name(f".{out.name}.parts")
     stamp = parts / "fingerprint"
     if parts.is_dir() and (not stamp.is_file() or stamp.read_text() != fingerprint):
-        log.info("%s: parts of a different run (records, model or settings) removed", parts)
+        log.info(
+            "%s: parts of a different run (records, model, backend or settings) removed", parts
+        )
         shutil.rmtree(parts)
     if not parts.is_dir():
         parts.mkdir(parents=True)

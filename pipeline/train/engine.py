@@ -26,6 +26,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from pipeline.data.checks import TooLittleData
+from pipeline.io import umask_mode
 from pipeline.logs import progress
 from pipeline.stops import BadSetting
 from pipeline.train.checkpoint import CheckpointSpec, capture_rng, restore_rng
@@ -409,3 +410,4 @@ def save_weights(path: Path, module_or_state: nn.Module | Mapping[str, torch.Ten
         module_or_state.state_dict() if isinstance(module_or_state, nn.Module) else module_or_state
     )
     save_file({k: v.detach().cpu().contiguous().clone() for k, v in state.items()}, str(path))
+    os.chmod(path, umask_mode())  # safetensors writes 0600: colleagues could not read it
