@@ -109,6 +109,48 @@ def test_multi_segment_and_non_12_lead_records_say_so(tmp_path: Path) -> None:
         read_record(next(tmp_path.rglob("40000004.hea")).with_suffix(""), 500, 5000, min_fs=100)
 
 
+def test_refusals_name_the_file_and_the_header_line(tmp_path: Path) -> None:
+    d = ecg_digital(np.random.default_rng(5))
+    write_record(tmp_path, 10000001, 40000008, d)
+    hea = next(tmp_path.rglob("40000008.hea"))
+    good = hea.read_text()
+    base = hea.with_suffix("")
+
+    def reason(text: str) -> str:
+        hea.write_text(text)
+        with pytest.raises(RecordError) as err:
+            read_record(base, 500, 5000, min_fs=100)
+        return str(err.value)
+
+    lines = good.splitlines()
+    assert reason("# only a comment\n") == (
+        "bad_header: 40000008.hea has no record line (empty or only comments)"
+    )
+    assert reason("40000008\n" + "\n".join(lines[1:])) == (
+        "bad_header: 40000008.hea line 1: record line without a signal count ('40000008')"
+    )
+    assert reason(good.replace("40000008 12 500", "40000008 twelve 500", 1)).startswith(
+        "bad_header: 40000008.hea line 1: record line: invalid literal for int()"
+    )
+    cut = [*lines[:3], "40000008.dat", *lines[4:]]  # the third signal line loses its fields
+    assert reason("\n".join(cut)) == (
+        "bad_header: 40000008.hea line 4: signal line without a format ('40000008.dat')"
+    )
+    assert reason("\n".join(lines[:6])).startswith(
+        "bad_header: 40000008.hea: 12 signals declared on line 1, 5 signal line(s) follow"
+    )
+    hea.write_text(good)
+    dat = hea.with_suffix(".dat")
+    data = dat.read_bytes()
+    dat.write_bytes(data[:1000])
+    assert reason(good) == f"truncated_signal: 40000008.dat is 1000 bytes, expected {len(data)}"
+    dat.unlink()
+    assert reason(good) == "missing_signal: 40000008.dat not found (named in 40000008.hea)"
+    hea.unlink()
+    with pytest.raises(RecordError, match=r"^missing_header: 40000008.hea not found$"):
+        read_record(base, 500, 5000, min_fs=100)
+
+
 def test_rates_and_units(tmp_path: Path) -> None:
     d = ecg_digital(np.random.default_rng(4))
     write_record(tmp_path / "a", 10000001, 40000005, d)

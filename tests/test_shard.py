@@ -163,8 +163,10 @@ def test_corrupted_records_are_quarantined_with_reasons(tmp_path) -> None:
     q = pl.read_csv(shards / "quarantine.tsv", separator="\t")
     reason = dict(zip(q["study_id"], q["reason"], strict=True))
     assert reason[ids[0]].startswith("truncated_signal")
-    assert reason[ids[1]] == "missing_header"
-    assert reason[ids[2]] == "missing_signal"
+    name = Path(rows[ids[1]]["path"]).name
+    assert reason[ids[1]] == f"missing_header: {name}.hea not found"
+    name = Path(rows[ids[2]]["path"]).name
+    assert reason[ids[2]] == f"missing_signal: {name}.dat not found (named in {name}.hea)"
     assert reason[ids[4]] == "all_nan_lead: aVL"
     assert reason[ids[5]].startswith("sampling_frequency: 50 Hz")
     assert reason[ids[6]].startswith("missing_lead: V6 (expected I, II")

@@ -18,7 +18,9 @@ byte offsets) is read with ``wfdb.rdrecord`` after the same header checks.
 Refusals raise :class:`RecordError`, whose text is the quarantine reason ``kind: detail``
 (kind: missing_header, missing_signal, bad_header, multi_segment, not_12_lead,
 missing_lead, sampling_frequency, length, units, truncated_signal, signal_size,
-read_error).
+read_error). A reason about a file names it (the base name: the quarantine and the
+prediction table already give the record's path), and ``bad_header`` the line number and
+the start of the line.
 """
 
 from __future__ import annotations
@@ -91,36 +93,67 @@ def _base_datetime(time_s: str | None, date_s: str | None) -> datetime | None:
         return None
 
 
-def _parse_header(text: str) -> _Header:
-    """Parse a single-segment WFDB header (PhysioNet header format, signal lines)."""
-    lines = [ln.strip() for ln in text.splitlines()]
-    lines = [ln for ln in lines if ln and not ln.startswith("#")]
-    rec = lines[0].split()
+def _bad_line(hea: str, k: int, line: str, problem: str) -> RecordError:
+    """``bad_header`` naming the file, the line number and (the start of) the line."""
+    shown = line if len(line) <= 60 else line[:57] + "..."
+    return RecordError(f"bad_header: {hea} line {k}: {problem} ({shown!r})")
+
+
+def _parse_header(text: str, hea: str) -> _Header:
+    """Parse a single-segment WFDB header (PhysioNet header format, signal lines).
+
+    Args:
+        text: the header's text.
+        hea: its file name, for the refusal reasons.
+    """
+    lines = [(k, ln.strip()) for k, ln in enumerate(text.splitlines(), 1)]
+    lines = [(k, ln) for k, ln in lines if ln and not ln.startswith("#")]
+    if not lines:
+        raise RecordError(f"bad_header: {hea} has no record line (empty or only comments)")
+    k, line = lines[0]
+    rec = line.split()
     if "/" in rec[0]:  # "name/n_segments": a multi-segment (or layout) header
         n_seg = rec[0].split("/", 1)[1]
         raise RecordError(
             f"multi_segment: multi-segment records are not supported ({n_seg} segments); "
             "give one 10 s 12-lead segment"
         )
-    n_sig = int(rec[1])
-    fs = float(rec[2].split("/")[0].split("(")[0]) if len(rec) > 2 else 250.0  # WFDB default
-    sig_len = int(rec[3]) if len(rec) > 3 else None
+    try:
+        n_sig = int(rec[1])
+        fs = float(rec[2].split("/")[0].split("(")[0]) if len(rec) > 2 else 250.0  # WFDB default
+        sig_len = int(rec[3]) if len(rec) > 3 else None
+    except IndexError:
+        raise _bad_line(hea, k, line, "record line without a signal count") from None
+    except ValueError as err:
+        raise _bad_line(hea, k, line, f"record line: {err}") from None
     base = _base_datetime(rec[4] if len(rec) > 4 else None, rec[5] if len(rec) > 5 else None)
     h = _Header(fs, sig_len, [], [], [], [], [], [], base)
     if len(lines) < 1 + n_sig:
-        raise ValueError(f"{n_sig} signals declared, {len(lines) - 1} signal lines")
-    for line in lines[1 : 1 + n_sig]:
-        f = line.split(maxsplit=8)
-        m = _GAIN.match(f[2]) if len(f) > 2 else None
-        adc_zero = int(f[4]) if len(f) > 4 else 0
-        gain = float(m.group(1)) if m else 200.0
-        h.files.append(f[0])
-        h.fmts.append(f[1])
-        h.gains.append(gain if gain != 0 else 200.0)  # 0 = uncalibrated: WFDB uses 200
-        h.baselines.append(int(m.group(2)) if m and m.group(2) else adc_zero)
-        h.units.append(m.group(3) if m and m.group(3) else "mV")
-        h.names.append(f[8] if len(f) > 8 else "")
+        raise RecordError(
+            f"bad_header: {hea}: {n_sig} signals declared on line {k}, "
+            f"{len(lines) - 1} signal line(s) follow"
+        )
+    for k, line in lines[1 : 1 + n_sig]:
+        try:
+            _parse_signal_line(line, h)
+        except (IndexError, ValueError) as err:
+            problem = "signal line without a format" if isinstance(err, IndexError) else str(err)
+            raise _bad_line(hea, k, line, problem) from None
     return h
+
+
+def _parse_signal_line(line: str, h: _Header) -> None:
+    """Append one signal line's file, format, gain, baseline, units and name to ``h``."""
+    f = line.split(maxsplit=8)
+    m = _GAIN.match(f[2]) if len(f) > 2 else None
+    adc_zero = int(f[4]) if len(f) > 4 else 0
+    gain = float(m.group(1)) if m else 200.0
+    h.files.append(f[0])
+    h.fmts.append(f[1])
+    h.gains.append(gain if gain != 0 else 200.0)  # 0 = uncalibrated: WFDB uses 200
+    h.baselines.append(int(m.group(2)) if m and m.group(2) else adc_zero)
+    h.units.append(m.group(3) if m and m.group(3) else "mV")
+    h.names.append(f[8] if len(f) > 8 else "")
 
 
 def _check(h: _Header, fs_in: int, n_samples: int, min_fs: int | None) -> tuple[LeadMatch, int]:
@@ -171,7 +204,7 @@ def _read_native(dat: Path, h: _Header, columns: tuple[int, ...]) -> np.ndarray:
     size, expected = dat.stat().st_size, n_t * n_sig * 2
     if size != expected:
         kind = "truncated_signal" if size < expected else "signal_size"
-        raise RecordError(f"{kind}: {size} bytes, expected {expected}")
+        raise RecordError(f"{kind}: {dat.name} is {size} bytes, expected {expected}")
     d = np.fromfile(dat, dtype="<i2").reshape(n_t, n_sig)[:, list(columns)]  # (T, 12) int16
     gains = np.asarray([h.gains[c] for c in columns], np.float32)
     baselines = np.asarray([h.baselines[c] for c in columns], np.float32)
@@ -207,18 +240,14 @@ def read_record(
     base = record_base(base)
     hea, dat = base.with_name(base.name + ".hea"), base.with_name(base.name + ".dat")
     if not hea.is_file():
-        raise RecordError("missing_header")
-    try:
-        h = _parse_header(hea.read_text(errors="replace"))
-    except (ValueError, IndexError) as err:
-        raise RecordError(f"bad_header: {err}") from None
+        raise RecordError(f"missing_header: {hea.name} not found")
+    h = _parse_header(hea.read_text(errors="replace"), hea.name)
     match, fs = _check(h, fs_in, n_samples, min_fs)
+    missing = sorted({f for f in h.files if not (base.parent / f).is_file()})
+    if missing:
+        raise RecordError(f"missing_signal: {missing[0]} not found (named in {hea.name})")
     if use_wfdb or set(h.fmts) != {"16"} or set(h.files) != {dat.name}:
-        if not all((base.parent / f).is_file() for f in set(h.files)):
-            raise RecordError("missing_signal")
         x = _read_wfdb(base, match.columns)
-    elif not dat.is_file():
-        raise RecordError("missing_signal")
     else:
         x = _read_native(dat, h, match.columns)
     scale = np.asarray([_UNIT_SCALE[h.units[c].lower()] for c in match.columns], np.float32)
