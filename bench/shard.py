@@ -12,6 +12,13 @@ fresh subprocess so its peak RSS is its own:
 Usage: ``python bench/shard.py [--sizes 500 2000] [--workers 2]``. Prints records/s (wall),
 CPU ms per record (user + system, workers included: meaningful on a busy machine), peak
 RSS (main process; forked workers separately) and ratios against the baseline.
+
+The shard check (issue 23): on the shards of each size, the time the store's checks take
+when it opens (sizes: a ``stat`` per shard; SHA-256 of every shard) against one pass of
+reading every record the way an epoch does (a new store, ``get_many`` in shuffled batches
+of 64), in the same process, page cache warm for all three; median of ``--repeats``.
+``python bench/shard.py --index results/shards/index.parquet`` measures an existing run's
+shards the same way.
 """
 
 from __future__ import annotations
@@ -103,6 +110,53 @@ def ours(cohort: Path, ecg_root: Path, out: Path, workers: int, reader: str) -> 
     return shard_group(cohort, ecg_root, 0, out / "group_0", cfg, workers=workers).n_sharded
 
 
+def check_cost(index: Path, repeats: int = 5) -> dict[str, float]:
+    """Median seconds of the size check, the hash check and one read pass of ``index``."""
+    import statistics
+
+    from pipeline.data.ecg_store import ShardStore
+    from pipeline.data.shard_check import check_hash, check_size, read_shard_entries
+
+    n_records = len(ShardStore(index, hashes=False))
+    entries = read_shard_entries(index) or {}
+    rng = np.random.default_rng(0)
+
+    def sizes() -> None:
+        for name, entry in entries.items():
+            check_size(index.parent / name, entry, index)
+
+    def hashes() -> None:
+        for name, entry in entries.items():
+            check_hash(index.parent / name, entry, index)
+
+    def read() -> None:
+        fresh = ShardStore(index, hashes=False)  # maps opened as a new job opens them
+        ids = rng.permutation(fresh.ids)
+        for start in range(0, len(ids), 64):
+            fresh.get_many(ids[start : start + 64])
+
+    read()  # warm the page cache for every method alike
+    out = {"records": float(n_records), "shards": float(len(entries))}
+    out["bytes"] = float(sum(e.size for e in entries.values()))
+    for name, fn in (("size", sizes), ("hash", hashes), ("read", read)):
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        out[name] = statistics.median(times)
+    return out
+
+
+def print_check_cost(label: str, c: dict[str, float]) -> None:
+    print(
+        f"shard check {label}: {c['records']:.0f} records, {c['shards']:.0f} shard(s), "
+        f"{c['bytes'] / 1e6:.1f} MB: sizes {1000 * c['size']:.1f} ms, SHA-256 "
+        f"{1000 * c['hash']:.1f} ms, one read pass {1000 * c['read']:.1f} ms; "
+        f"hash / read = {c['hash'] / c['read']:.2f}, sizes / read = {c['size'] / c['read']:.3f}"
+    )
+
+
 def child(args: argparse.Namespace) -> None:
     """Run one method in this (fresh) process and print a JSON line."""
     import logging
@@ -149,12 +203,19 @@ def main() -> None:
     ap.add_argument("--child", default=None)
     ap.add_argument("--cohort"), ap.add_argument("--root"), ap.add_argument("--out")
     ap.add_argument("--reader", default="native")
+    ap.add_argument("--index", type=Path, help="only measure the shard check of this index")
+    ap.add_argument("--repeats", type=int, default=5, help="shard check: median of N")
     args = ap.parse_args()
     if args.child:
         args.method = args.child
         child(args)
         return
+    if args.index:
+        print_check_cost(str(args.index), check_cost(args.index, args.repeats))
+        return
     import polars as pl
+
+    from pipeline.data.shard import merge_shard_groups
 
     variants = [
         ("baseline", "baseline", 1, ""),
@@ -169,6 +230,7 @@ def main() -> None:
         print(f"generated {max(args.sizes)} records in {time.perf_counter() - t0:.1f} s")
         print(f"{'records':>8} {'method':<26} {'rec/s':>7} {'CPU ms/rec':>10} {'RSS MB':>7} "
               f"{'worker MB':>9} {'speed x':>7} {'CPU x':>6} {'RSS x':>6}")  # fmt: skip
+        checked: list[tuple[int, Path]] = []
         for n in args.sizes:
             cohort = tmp_path / f"cohort_{n}.parquet"
             pl.read_parquet(full).sort("study_id").head(n).write_parquet(cohort)
@@ -183,6 +245,10 @@ def main() -> None:
                 print(f"{n:>8} {name:<26} {rate:>7.0f} {cpu_ms:>10.2f} {r['rss_mb']:>7.0f} "
                       f"{r['worker_rss_mb']:>9.0f} {rate / base[0]:>7.1f} "
                       f"{base[1] / cpu_ms:>6.1f} {r['rss_mb'] / base[2]:>6.2f}")  # fmt: skip
+            checked.append((n, tmp_path / f"out_{n}_2"))  # "ours 1 proc"
+        for n, out in checked:
+            merge_shard_groups([out / "group_0"], out / "index.parquet", out / "quarantine.tsv")
+            print_check_cost(f"at {n}", check_cost(out / "index.parquet", args.repeats))
 
 
 if __name__ == "__main__":

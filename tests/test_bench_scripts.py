@@ -28,3 +28,22 @@ def test_predict_bench_prints_every_backend() -> None:
     assert set(rows) == {"torch", "torch-fixed", "onnx"}, proc.stdout
     assert all(float(ms) > 0 for ms in rows.values())
     assert re.search(r"read \+ preprocess: [\d.]+ ms/record", proc.stdout)
+
+
+def test_shard_bench_prints_the_check_cost(tmp_path) -> None:
+    import numpy as np
+
+    from tests.train_fixtures import _write_shards
+
+    ecg = np.random.default_rng(0).normal(0, 1, (30, 12, 1000)).astype(np.float16)
+    index = _write_shards(tmp_path / "shards", np.arange(30, dtype=np.int64), ecg, size=8)
+    proc = subprocess.run(
+        [sys.executable, "bench/shard.py", "--index", str(index), "--repeats", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = re.search(r"30 records, 4 shard\(s\).* hash / read = ([\d.]+), sizes / read", proc.stdout)
+    assert m and float(m.group(1)) > 0, proc.stdout
