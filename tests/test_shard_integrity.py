@@ -119,12 +119,24 @@ def test_sizes_only_and_each_file_version_hashed_once_per_process(built, tmp_pat
     np.testing.assert_array_equal(open_store(index).get_many(store.ids), first)
 
 
-def test_index_without_hashes_and_merge_of_a_truncated_group_are_refused(built, tmp_path) -> None:
+def test_index_without_hashes_warns_and_still_finds_truncation(built, tmp_path, caplog) -> None:
+    """An earlier version's index: a warning, and the .npy headers' sizes are checked."""
     index = copy_shards(built, tmp_path)
     table = pq.read_table(index)
     pq.write_table(table.replace_schema_metadata({}), index)  # as an earlier version wrote
-    with pytest.raises(ShardError, match=r"earlier version.*--forcerun shard_ecg$"):
-        open_store(index)
+    store = open_store(index)
+    assert len(store.get_many(store.ids)) == len(store)
+    assert "no shard sizes and hashes recorded (written by an earlier version)" in caplog.text
+    assert "snakemake --cores all --forcerun shard_ecg" in caplog.text
+    shard = index.parent / "group_0" / "shard_00000.npy"
+    for how in ("truncated", "empty"):
+        _damage(shard, how)
+        with pytest.raises(ShardError, match=re.escape(f"shard {shard}: ")):
+            open_store(index)
+
+
+def test_merge_refuses_a_truncated_shard(built, tmp_path) -> None:
+    index = copy_shards(built, tmp_path)
     shard = index.parent / "group_0" / "shard_00000.npy"
     _damage(shard, "truncated")
     with pytest.raises(ShardError, match=re.escape(f"shard {shard}: ") + r"\d+ bytes"):

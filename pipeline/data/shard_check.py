@@ -20,17 +20,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
 
 METADATA_KEY = "ecg_explain.shards"
 
 #: (resolved path, size, mtime_ns, inode) of shard files whose hash this process checked.
 _VERIFIED: set[tuple[str, int, int, int]] = set()
+_WARNED: set[str] = set()  # indexes without sizes and hashes, warned about once per process
 
 
 class ShardError(ValueError):
@@ -80,11 +86,33 @@ def rebuild_command(group_dir: Path) -> str:
 
 
 def legacy_message(index: Path) -> str:
-    """Why an index without sizes and hashes is refused, and the command that rebuilds it."""
+    """What an index without sizes and hashes means, and the command that records them."""
     return (
-        f"{index}: no shard sizes and hashes recorded (written by an earlier version); "
-        "re-shard with: snakemake --cores all --forcerun shard_ecg"
+        f"{index}: no shard sizes and hashes recorded (written by an earlier version), so "
+        "shard contents are not checked; to record them, re-shard with: "
+        "snakemake --cores all --forcerun shard_ecg (re-runs what reads the shards)"
     )
+
+
+def npy_size(path: Path, index: Path) -> int:
+    """The byte size a ``.npy`` file's own header implies (header + shape x item size).
+
+    The check left for an index without recorded sizes: it finds truncated and emptied
+    shards, not changed values.
+    """
+    fix = f"rebuild with: {rebuild_command(path.parent)}"
+    try:
+        with path.open("rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+            return fh.tell() + math.prod(shape) * dtype.itemsize
+    except FileNotFoundError:
+        raise ShardError(f"shard {path} (listed in {index}) is missing; {fix}") from None
+    except (ValueError, EOFError, OSError) as err:
+        raise ShardError(f"shard {path}: not a readable .npy file ({err}); {fix}") from None
 
 
 def check_size(path: Path, entry: ShardEntry, index: Path) -> os.stat_result:
@@ -118,13 +146,20 @@ def verify_shards(index: Path, names: Iterable[str], *, hashes: bool = True) -> 
         hashes: also compare SHA-256 (each file version once per process); False checks
             sizes only.
 
+    An index written before sizes and hashes were recorded gets a warning and the sizes
+    the files' own ``.npy`` headers imply (truncated and emptied files are still found).
+
     Raises:
-        ShardError: the index records no sizes, or a file is missing, of another size or
-            (with ``hashes``) of another content.
+        ShardError: a file is missing, unreadable, of another size or (with ``hashes``) of
+            another content.
     """
     entries = read_shard_entries(index)
-    if entries is None:
-        raise ShardError(legacy_message(index))
+    if entries is None:  # an earlier version's index: what the .npy headers say, and a warning
+        if str(index) not in _WARNED:
+            log.warning(legacy_message(index))
+            _WARNED.add(str(index))
+        entries = {n: ShardEntry(npy_size(index.parent / n, index), "") for n in names}
+        hashes = False
     for name in names:
         entry = entries.get(name)
         path = index.parent / name
