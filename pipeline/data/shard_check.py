@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from pipeline.stops import ExpectedStop
+
 log = logging.getLogger(__name__)
 
 METADATA_KEY = "ecg_explain.shards"
@@ -39,8 +41,9 @@ _VERIFIED: set[tuple[str, int, int, int]] = set()
 _WARNED: set[str] = set()  # indexes without sizes and hashes, warned about once per process
 
 
-class ShardError(ValueError):
-    """A shard file that disagrees with its index (the message is one line)."""
+class ShardError(ExpectedStop, ValueError):
+    """A shard file that disagrees with its index (the message is one line; the console
+    shows it without a traceback, the job log keeps one)."""
 
 
 @dataclass(frozen=True)

@@ -24,14 +24,16 @@ from pipeline.data.preprocessing import Preprocessing
 from pipeline.data.shard_check import file_sha256
 from pipeline.io import atomic_path, umask_mode
 from pipeline.manifests import manifest_column
+from pipeline.stops import ExpectedStop
 
 CHECKSUM_FILE = "SHA256SUMS"
 EXPORT_MARKER = "export.json"  # written by the export only
 REEXPORT = "snakemake --cores all --forcerun export_model"
 
 
-class BundleError(ValueError):
-    """A model directory that cannot be trusted to score (the message is one line)."""
+class BundleError(ExpectedStop, ValueError):
+    """A model directory that cannot be trusted to score (the message is one line; in a
+    Snakemake job the console shows it without a traceback)."""
 
 
 def write_checksums(model_dir: Path) -> None:
