@@ -87,7 +87,7 @@ def prepare(src: Path, work: Path) -> dict[str, Path]:
     """Untimed: convert the small tables and build the cohort both contenders use."""
     from pipeline.data.cohort import CohortConfig, extract_cohort
     from pipeline.data.convert import convert_table
-    from pipeline.schema import TABLES
+    from pipeline.mimic_schema import TABLES
 
     roots = {"mimic_iv": src / "mimic-iv", "mimic_iv_ed": src / "mimic-iv-ed"}
     roots["mimic_iv_ecg"] = src / "mimic-iv-ecg"
@@ -146,7 +146,7 @@ def run_pandas(src: Path, work: Path) -> dict:
     import pandas as pd
 
     from pipeline.data.labs import PLAUSIBLE
-    from pipeline.schema import PROTOCOL_LABS
+    from pipeline.mimic_schema import PROTOCOL_LABS
 
     hosp = src / "mimic-iv" / "hosp"
     ev = pd.read_csv(hosp / "labevents.csv.gz", parse_dates=["charttime", "storetime"])

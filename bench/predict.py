@@ -59,7 +59,7 @@ def fixed_torch_scorer(model_dir: Path) -> Callable[[np.ndarray], object]:
 
     from pipeline.infer.bundle import load_bundle
     from pipeline.infer.network import ExplainNet, frozen_copy
-    from pipeline.train.model import load_supervised
+    from pipeline.models.supervised import load_supervised
 
     p = load_bundle(model_dir).prep
     model, _ = load_supervised(model_dir)

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.schema import FS_HZ, N_SAMPLES
+from pipeline.mimic_schema import FS_HZ, N_SAMPLES
 
 MIN_FOLDS = 3  # train, validation and test each need a fold of their own
 ROLES = ("train_folds", "val_folds", "test_folds")
@@ -56,15 +56,34 @@ def _as_float(text: str) -> float | str:
         return text
 
 
-def coerce_cli_strings(value: Any, schema: Mapping[str, Any]) -> Any:
+def _properties(schema: Mapping[str, Any], root: Mapping[str, Any]) -> dict[str, Any]:
+    """An object schema's properties, those of a local ``$ref`` (``#/$defs/...``) merged in
+    key by key (a section's own entry adds its default to the shared type)."""
+    props: dict[str, Any] = {}
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target[part]
+        props = dict(_properties(target, root))
+    for key, node in schema.get("properties", {}).items():
+        props[key] = {**props.get(key, {}), **node}
+    return props
+
+
+def coerce_cli_strings(
+    value: Any, schema: Mapping[str, Any], root: Mapping[str, Any] | None = None
+) -> Any:
     """``value`` with strings the schema types otherwise (``"false"`` -> False) parsed as YAML.
 
     ``snakemake --config key='{a: false}'`` loads nested values with YAML's base loader,
     which keeps every scalar a string; the schema then refuses ``'false'`` as a boolean.
     A string is replaced only when its YAML reading has a type the schema allows and is
     not a string itself, so paths such as ``/data/mimic-iv/3.1`` stay as they are.
-    Mappings are updated in place (Snakemake's ``config`` object) and returned.
+    Mappings are updated in place (Snakemake's ``config`` object) and returned. ``root``:
+    the whole schema, for local ``$ref`` (default: ``schema`` itself).
     """
+    root = schema if root is None else root
     types = _allowed(schema)
     if isinstance(value, str) and types and "string" not in types:
         try:
@@ -73,16 +92,16 @@ def coerce_cli_strings(value: Any, schema: Mapping[str, Any]) -> Any:
             return value
         if isinstance(parsed, str) and "number" in types:
             parsed = _as_float(value)  # YAML 1.1 reads "1e-3" (no dot) as a string
-        return coerce_cli_strings(parsed, schema) if _typed(parsed, types) else value
+        return coerce_cli_strings(parsed, schema, root) if _typed(parsed, types) else value
     if isinstance(value, str) and "null" in types and value.strip() in ("null", "~"):
         return None
     if isinstance(value, MutableMapping):
-        props = schema.get("properties", {})
+        props = _properties(schema, root)
         for key in list(value):
             if key in props:
-                value[key] = coerce_cli_strings(value[key], props[key])
+                value[key] = coerce_cli_strings(value[key], props[key], root)
     elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
-        value = [coerce_cli_strings(item, schema["items"]) for item in value]
+        value = [coerce_cli_strings(item, schema["items"], root) for item in value]
     return value
 
 

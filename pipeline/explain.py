@@ -1,19 +1,15 @@
-"""Former name of the inference CLI, kept as a thin shim: ``python -m pipeline.explain``.
+"""Former name of the inference CLI, kept only as a command: ``python -m pipeline.explain``.
 
-The code lives in :mod:`pipeline.infer` (``ecg-explain predict`` / ``explain``);
 ``python -m pipeline.explain --model DIR [--labels TSV] [--json OUT] RECORD ...`` runs
-``ecg-explain explain`` with the same arguments.
+``ecg-explain explain`` with the same arguments. Explanations themselves are
+:mod:`pipeline.infer.explain` (the one module of that meaning); import from there.
 """
 
 from __future__ import annotations
 
 import sys
 
-from pipeline.infer.bundle import read_label_names
 from pipeline.infer.cli import explain_main
-from pipeline.infer.explain import Explanation, Finding, explain_records
-
-__all__ = ["Explanation", "Finding", "explain_records", "main", "read_label_names"]
 
 main = explain_main
 

@@ -23,7 +23,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from pipeline.data.leads import INDEPENDENT, canonical_lead
-from pipeline.schema import ADC_GAIN, LEADS
+from pipeline.mimic_schema import ADC_GAIN, LEADS
 from tests.wfdb_fixtures import write_record
 
 FS = 500

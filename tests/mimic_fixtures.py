@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.data.convert import convert_table
-from pipeline.schema import DATE_FORMAT, ECG, ED, HOSP, TABLES, TIMESTAMP_FORMAT
+from pipeline.mimic_schema import DATE_FORMAT, ECG, ED, HOSP, TABLES, TIMESTAMP_FORMAT
 
 DATASET_DIRS = {HOSP: "mimic-iv", ED: "mimic-iv-ed", ECG: "mimic-iv-ecg"}
 # Tables the extraction stages read (machine_measurements is not one of them).

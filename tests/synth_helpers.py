@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import find_peaks
 
-from pipeline.schema import FS_HZ, LEADS
+from pipeline.mimic_schema import FS_HZ, LEADS
 from pipeline.synth import SynthConfig, SynthSummary, synthesize_cohort
 
 N_SUBJECTS = 120

@@ -44,7 +44,7 @@ from pipeline.tracking import TrackingConfig
 from pipeline.train.augment import EcgAugmentConfig
 from pipeline.train.engine import TrainConfig
 from pipeline.train.pretrain_config import PretrainConfig
-from pipeline.train.stage_config import STAGE_CONFIGS
+from pipeline.train.stage_config import STAGE_CONFIGS, StageConfig
 from tests.infer_fixtures import write_model_dir
 from tests.snakemake_helpers import REPO
 
@@ -69,7 +69,7 @@ SECTIONS: dict[str, Callable[..., Any]] = {
     "pretrain.vicreg": VICRegLoss,
     "pretrain.clip": ClipLoss,
     "pretrain_ecg_only.augment": EcgAugmentConfig,
-    **STAGE_CONFIGS,
+    "supervised": StageConfig,  # the shared settings: the baselines' defaults
     "evaluate": EvalConfig,
     "probe": ProbeConfig,
     "explain": ExplainConfig,
@@ -83,6 +83,9 @@ UNMAPPED = {
     "model_registry": "plugin module names, exported to jobs by common.smk",
     "model": "a container of the two encoder sections",
     "pretrain_ecg_only": "a container of its augment section",
+    # a model's section holds only how it differs from `supervised`: its resolved settings
+    # equal its dataclass's defaults (tests/test_supervised_settings.py)
+    **dict.fromkeys(STAGE_CONFIGS, "resolved over `supervised`, see test_supervised_settings"),
 }
 # (class, field): why it has no key in that section.
 CODE_ONLY = {
@@ -91,24 +94,19 @@ CODE_ONLY = {
     ("ShardConfig", "fs_in"): "MIMIC-IV-ECG's fixed rate, checked per record",
     ("ShardConfig", "n_samples"): "MIMIC-IV-ECG's fixed length, checked per record",
     ("SplitConfig", "label_chunk"): "memory/speed knob of the stratification",
-    ("ECGEncoder", "in_channels"): "the 12 leads of pipeline.schema.LEADS",
+    ("ECGEncoder", "in_channels"): "the 12 leads of pipeline.mimic_schema.LEADS",
     ("TabularEncoder", "n_continuous"): "from the feature table",
     ("TabularEncoder", "cat_cardinalities"): "from the feature table",
+    # a pretrained encoder's settings: set only in the sections whose models start from one
     ("StageConfig", "freeze_blocks"): "baselines train from scratch: nothing to freeze",
     ("StageConfig", "freeze_encoder"): "baselines train from scratch: nothing to freeze",
     ("StageConfig", "encoder_lr"): "baselines train from scratch: one rate",
-    ("FinetuneDiagnosesConfig", "freeze_encoder"): "stage 2 freezes blocks (freeze_blocks)",
-    ("FinetuneLabsConfig", "freeze_blocks"): "stage 3 freezes the whole encoder",
-    ("RegularisedConfig", "freeze_encoder"): "stage 2 freezes blocks (freeze_blocks)",
-    ("DistilledConfig", "freeze_blocks"): "the student trains from scratch: nothing to freeze",
-    ("DistilledConfig", "freeze_encoder"): "the student trains from scratch: nothing to freeze",
-    ("DistilledConfig", "encoder_lr"): "the student trains from scratch: one rate",
     ("TrackingConfig", "results_dir"): "the top-level key `results` (checked below)",
 }
 # section.key: why the schema has it but the class has no field of that name.
 SCHEMA_ONLY = {
-    "model.ecg_encoder.name": "registry key (pipeline.models.registry), not an argument",
-    "model.tabular_encoder.name": "registry key (pipeline.models.registry), not an argument",
+    "model.ecg_encoder.name": "builder name (pipeline.models.builders), not an argument",
+    "model.tabular_encoder.name": "builder name (pipeline.models.builders), not an argument",
 }
 # section.key: code defaults deliberately unlike the schema's, each equal to the file named.
 DELIBERATE = {
@@ -120,6 +118,7 @@ DELIBERATE = {
 }
 # Config dataclasses that map to no section: built from other sections or by the CLI.
 NOT_SECTIONS = {
+    **{cls.__name__: "a model's section over `supervised`" for cls in STAGE_CONFIGS.values()},
     "LoopConfig": "built from a stage's section (epochs, schedule, warm-up, patience)",
     "PredictConfig": "the inference CLI's own options",
 }

@@ -11,7 +11,7 @@ import pytest
 from mimic_fixtures import csv_text, lab, write_table
 
 from pipeline.data.convert import ConvertError, convert_table
-from pipeline.schema import TABLES, polars_schema
+from pipeline.mimic_schema import TABLES, polars_schema
 
 
 def _labevents(n: int) -> list[dict]:

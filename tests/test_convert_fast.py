@@ -14,7 +14,7 @@ import pipeline.data.convert as convert
 import pipeline.data.csvstream as csvstream
 from pipeline.data.convert import ConvertError, convert_table, projection_of
 from pipeline.data.tables import TableError, scan
-from pipeline.schema import PROJECTIONS, TABLES, polars_schema
+from pipeline.mimic_schema import PROJECTIONS, TABLES, polars_schema
 
 KEPT = list(PROJECTIONS["labevents"])
 

@@ -21,7 +21,7 @@ RUN = """
 import sys
 from pathlib import Path
 sys.path.insert(0, {tests!r})
-from train_fixtures import build_world, model_cfg, pretrain_cfg, stage_cfg, tracking, train_cfg
+from train_fixtures import build_world, model_cfg, pretrain_cfg, runtime, stage_cfg, train_cfg
 from pipeline.train.pretrain import pretrain
 from pipeline.train.supervised import train_supervised
 
@@ -29,10 +29,10 @@ root, threads = Path(sys.argv[1]), int(sys.argv[2])
 world = build_world(root / "world")
 train = train_cfg(num_threads=threads)
 pretrain(world.pretrain_inputs(), root / "pretrain", pretrain_cfg(epochs=1), model_cfg(),
-         train, tracking(), checkpoint_dir=root / "ck_pre")
+         runtime(train, checkpoint_dir=root / "ck_pre"))
 train_supervised("method_diagnoses", world.supervised_inputs("diagnoses", root / "pretrain"),
-                 root / "model", root / "pred.npz", stage_cfg(epochs=1), model_cfg(), train,
-                 tracking(), checkpoint_dir=root / "ck")
+                 root / "model", root / "pred.npz", stage_cfg(epochs=1), model_cfg(),
+                 runtime(train, checkpoint_dir=root / "ck"))
 """
 
 OUTPUTS = (

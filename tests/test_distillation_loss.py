@@ -53,7 +53,7 @@ def test_matches_literal_float64(t: float, mix: float) -> None:
 
 
 def test_mix_zero_is_the_masked_bce_of_the_supervised_stages() -> None:
-    from pipeline.train.head_init import masked_bce
+    from pipeline.losses import masked_bce
 
     zs, y, zt = _batch(1)
     out = DistillationLoss(temperature=3.0, mix=0.0)(zs, y, zt)

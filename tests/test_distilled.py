@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_fixtures import build_world, model_cfg, stage_cfg, tracking, train_cfg
+from train_fixtures import build_world, model_cfg, runtime, stage_cfg, train_cfg
 
 from pipeline.train.data import read_ids
 from pipeline.train.model import predict_model
@@ -36,7 +36,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The teacher, signal-only, and students with mix 0, 0.5 and 1."""
     root = tmp_path_factory.mktemp("distilled")
     world = build_world(root)
-    shared = (model_cfg(), train_cfg(), tracking())
+    shared = (model_cfg(), runtime())
     plain = world.supervised_inputs("diagnoses")
     teacher = root / "multimodal_classification"
     train_supervised(
@@ -137,8 +137,7 @@ def test_distilled_without_its_teacher_is_refused(tmp_path: Path) -> None:
             tmp_path / "out.npz",
             _distilled(0.5),
             model_cfg(),
-            train_cfg(),
-            tracking(),
+            runtime(),
         )
     assert not (tmp_path / "out").exists()
 

@@ -12,7 +12,7 @@ from pydicom.data import get_testdata_file
 from pipeline.data.formats import ArraySpec, array_items, detect, read_source
 from pipeline.data.leads import canonical_lead
 from pipeline.data.wfdb_record import Record, RecordError
-from pipeline.schema import LEADS
+from pipeline.mimic_schema import LEADS
 from tests.ecg_format_fixtures import (
     CODE15_LEADS,
     code15,

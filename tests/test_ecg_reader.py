@@ -19,7 +19,7 @@ from pipeline.data.ecg_store import RecordError, ShardStore, load_checked, prepa
 from pipeline.data.leads import canonical_lead
 from pipeline.data.preprocessing import read_index_preprocessing
 from pipeline.data.shard import ShardConfig, merge_shard_groups, shard_group
-from pipeline.schema import ADC_GAIN, LEADS
+from pipeline.mimic_schema import ADC_GAIN, LEADS
 from tests.wfdb_fixtures import ecg_digital, make_cohort, write_record
 
 # GE MUSE capitals for the augmented leads, lower case for the others

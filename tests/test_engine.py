@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.torch import load_file
-from train_fixtures import build_world, model_cfg, pretrain_cfg, stage_cfg, tracking, train_cfg
+from train_fixtures import (
+    build_world,
+    model_cfg,
+    pretrain_cfg,
+    runtime,
+    stage_cfg,
+)
 
 from pipeline.train.pretrain import pretrain
 from pipeline.train.supervised import train_supervised
@@ -39,15 +45,20 @@ def _assert_same_weights(a: Path, b: Path) -> None:
 
 def test_pretrain_resume_is_bit_identical(world, tmp_path: Path) -> None:
     cfg, inputs = pretrain_cfg(epochs=3), world.pretrain_inputs()
-    args = (cfg, model_cfg(), train_cfg(), tracking())
-    full = pretrain(inputs, tmp_path / "full", *args, checkpoint_dir=tmp_path / "ck_full")
+    args = (cfg, model_cfg())
+    full = pretrain(inputs, tmp_path / "full", *args, runtime(checkpoint_dir=tmp_path / "ck_full"))
     assert not (tmp_path / "ck_full").exists()  # deleted after success
 
     ckpt = tmp_path / "ck"
     with pytest.raises(Killed):
-        pretrain(inputs, tmp_path / "out", *args, checkpoint_dir=ckpt, on_epoch_end=_kill_after(2))
+        pretrain(
+            inputs,
+            tmp_path / "out",
+            *args,
+            runtime(checkpoint_dir=ckpt, on_epoch_end=_kill_after(2)),
+        )
     assert (ckpt / "last.pt").exists() and not (tmp_path / "out").exists()
-    resumed = pretrain(inputs, tmp_path / "out", *args, checkpoint_dir=ckpt)
+    resumed = pretrain(inputs, tmp_path / "out", *args, runtime(checkpoint_dir=ckpt))
     assert resumed.resumed_at == 2
     assert not ckpt.exists()
     _assert_same_weights(
@@ -61,18 +72,20 @@ def test_pretrain_resume_is_bit_identical(world, tmp_path: Path) -> None:
 
 def test_changed_config_starts_fresh(world, tmp_path: Path) -> None:
     inputs, ckpt = world.pretrain_inputs(), tmp_path / "ck"
-    args = (model_cfg(), train_cfg(), tracking())
     with pytest.raises(Killed):
         pretrain(
             inputs,
             tmp_path / "a",
             pretrain_cfg(epochs=3),
-            *args,
-            checkpoint_dir=ckpt,
-            on_epoch_end=_kill_after(1),
+            model_cfg(),
+            runtime(checkpoint_dir=ckpt, on_epoch_end=_kill_after(1)),
         )
     other = pretrain(
-        inputs, tmp_path / "b", pretrain_cfg(epochs=3, lr=1e-3), *args, checkpoint_dir=ckpt
+        inputs,
+        tmp_path / "b",
+        pretrain_cfg(epochs=3, lr=1e-3),
+        model_cfg(),
+        runtime(checkpoint_dir=ckpt),
     )
     assert other.resumed_at == 0
     assert len(other.history) == 3
@@ -80,7 +93,7 @@ def test_changed_config_starts_fresh(world, tmp_path: Path) -> None:
 
 def test_supervised_resume_is_bit_identical(world, tmp_path: Path) -> None:
     inputs = world.supervised_inputs("diagnoses")
-    args = (stage_cfg(epochs=3), model_cfg(), train_cfg(), tracking())
+    args = (stage_cfg(epochs=3), model_cfg())
 
     def run(name: str, **kw) -> None:
         train_supervised(
@@ -89,7 +102,7 @@ def test_supervised_resume_is_bit_identical(world, tmp_path: Path) -> None:
             tmp_path / name,
             tmp_path / f"{name}.npz",
             *args,
-            **kw,
+            runtime(**kw),
         )
 
     run("full", checkpoint_dir=tmp_path / "ck_full")

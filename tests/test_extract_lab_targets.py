@@ -11,7 +11,7 @@ from mimic_fixtures import build, ecg, ed_dx, lab, patient, read_source, stay, s
 from pipeline.data.cohort import CohortConfig, extract_cohort
 from pipeline.data.lab_targets import LabTargetConfig, extract_lab_targets
 from pipeline.data.labs import DEFAULT_BOUNDS, PLAUSIBLE
-from pipeline.schema import PROTOCOL_LABS
+from pipeline.mimic_schema import PROTOCOL_LABS
 
 S1, S2, S3, S4 = 10000001, 10000002, 10000003, 10000004
 K, NA, PH_BLOOD, PH_URINE = 50971, 50983, 50820, 51491

@@ -176,14 +176,23 @@ def test_no_cycle_through_function_level_imports(graphs) -> None:
     assert [" -> ".join(c) for c in cycles] == []
 
 
-def test_train_never_imports_evaluation(graphs) -> None:
+def _reaches(graphs: tuple[Graph, Graph], package: str, forbidden: str) -> dict[str, list]:
+    """Modules of ``package`` that import (directly or not) a module of ``forbidden``."""
     everything = _merged(*graphs)
+    inside = [m for m in everything if m == package or m.startswith(package + ".")]
     bad = {
-        module: sorted(d for d in _reachable(everything, module) if d.startswith("pipeline.eval"))
-        for module in everything
-        if module == "pipeline.train" or module.startswith("pipeline.train.")
+        m: sorted(d for d in _reachable(everything, m) if d.startswith(forbidden)) for m in inside
     }
-    assert {m: deps for m, deps in bad.items() if deps} == {}
+    return {m: deps for m, deps in bad.items() if deps}
+
+
+def test_train_never_imports_evaluation(graphs) -> None:
+    assert _reaches(graphs, "pipeline.train", "pipeline.eval") == {}
+
+
+def test_inference_never_imports_training(graphs) -> None:
+    # what a deployed model needs (the network, reloading it, preprocessing) is outside train/
+    assert _reaches(graphs, "pipeline.infer", "pipeline.train") == {}
 
 
 def test_the_walker_sees_real_edges(graphs) -> None:
@@ -191,7 +200,7 @@ def test_the_walker_sees_real_edges(graphs) -> None:
     assert "pipeline.train.engine" in top["pipeline.train.supervised"]
     assert "pipeline.train.data" in top["pipeline.train.supervised"]
     assert "pipeline.train" in top["pipeline.evaluation.probe"]  # runs train/__init__
-    assert "pipeline.train.model" in deferred["pipeline.evaluation.probe"]
+    assert "pipeline.models.supervised" in deferred["pipeline.evaluation.probe"]
     assert "pipeline.synth.codes" in top["pipeline.synth.cohort"]  # from pkg import module
 
 

@@ -20,7 +20,7 @@ from pipeline.infer.explain import explain_records
 from pipeline.infer.export import export_model_dir
 from pipeline.infer.predict import PredictConfig, predict_records
 from pipeline.infer.records import expand_inputs, load_batch, read_record_list
-from pipeline.schema import LEADS
+from pipeline.mimic_schema import LEADS
 from tests.conftest import REPO
 from tests.infer_fixtures import DX, LABS, write_model_dir
 from tests.test_ecg_reader import foreign_export

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from train_fixtures import build_world, model_cfg, pretrain_cfg, tracking, train_cfg
+from train_fixtures import build_world, model_cfg, pretrain_cfg, runtime
 
 from pipeline import tracking as mlflow_tracking
 from pipeline.train.pretrain import pretrain
@@ -34,13 +34,15 @@ from train_fixtures import model_cfg, pretrain_cfg, train_cfg
 from pipeline.logs import setup_logging
 from pipeline.tracking import TrackingConfig
 from pipeline.train.pretrain import pretrain
+from pipeline.train.stage import StageRuntime
 
 root = Path(sys.argv[1])
 setup_logging(root / "pretrain.log")
 world = pickle.loads((root / "world.pickle").read_bytes())  # built once by the test
-pretrain(world.pretrain_inputs(), root / "out", pretrain_cfg(**{cfg!r}), model_cfg(),
-         train_cfg(checkpoint_minutes=1e-4), TrackingConfig(results_dir=str(root / "results")),
-         checkpoint_dir=root / "ck")
+runtime = StageRuntime(train_cfg(checkpoint_minutes=1e-4),
+                       TrackingConfig(results_dir=str(root / "results")),
+                       checkpoint_dir=root / "ck")
+pretrain(world.pretrain_inputs(), root / "out", pretrain_cfg(**{cfg!r}), model_cfg(), runtime)
 """
 
 
@@ -102,8 +104,8 @@ def test_sigterm_mid_epoch_checkpoints_closes_the_run_and_resumes_bit_identicall
 
     # The same training uninterrupted, in this process, with the default checkpoint cadence.
     full = tmp_path / "full"
-    args = (pretrain_cfg(**CFG), model_cfg(), train_cfg(), tracking())
-    pretrain(world.pretrain_inputs(), full, *args, checkpoint_dir=tmp_path / "ck_full")
+    args = (pretrain_cfg(**CFG), model_cfg(), runtime(checkpoint_dir=tmp_path / "ck_full"))
+    pretrain(world.pretrain_inputs(), full, *args)
     a, b = (
         load_file(str(full / "encoder.safetensors")),
         load_file(str(root / "out/encoder.safetensors")),

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.data.tabular import read_manifest
 from pipeline.evaluation.predictions import diagnosis_names
 from pipeline.infer.bundle import read_label_names
 from pipeline.manifests import label_descriptions, manifest_column, read_manifest_tsv
 from pipeline.train.data import read_names
-from pipeline.train.tabular import read_manifest
 
 MANIFEST = (
     "code\tdescription\tcount\n0389\tSepticaemia, unspecified\t40\nI48\tAtrial fibrillation\t35\n"

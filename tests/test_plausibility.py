@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.data.plausibility import RELATION_TOL_MV, plausibility
 from pipeline.data.wfdb_record import RecordError, read_record
-from pipeline.schema import LEADS
+from pipeline.mimic_schema import LEADS
 from tests.ecg_format_fixtures import dipole_ecg
 
 CLIP = 3.0

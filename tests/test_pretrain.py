@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_fixtures import build_world, model_cfg, pretrain_cfg, tracking, train_cfg
+from train_fixtures import build_world, model_cfg, pretrain_cfg, runtime
 
 from pipeline.models import build_ecg_encoder
 from pipeline.train.data import read_ids
@@ -21,9 +21,7 @@ def run(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("pretrain")
     world = build_world(root)
     out = root / "pretrain"
-    result = pretrain(
-        world.pretrain_inputs(), out, pretrain_cfg(epochs=5), model_cfg(), train_cfg(), tracking()
-    )
+    result = pretrain(world.pretrain_inputs(), out, pretrain_cfg(epochs=5), model_cfg(), runtime())
     return world, out, result
 
 

@@ -21,7 +21,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 from snakemake.utils import validate
-from train_fixtures import build_world, model_cfg, pretrain_cfg, tracking, train_cfg
+from train_fixtures import build_world, model_cfg, pretrain_cfg, runtime
 
 from pipeline.config_checks import config_errors
 from pipeline.losses import OBJECTIVE_NAMES, build_objective
@@ -36,7 +36,7 @@ COMPONENTS = {
 }
 CLIP_INIT = math.log(1 / 0.07)
 # The module, not the function the package re-exports under the same name.
-pretrain_module = importlib.import_module("pipeline.train.pretrain")
+stage_module = importlib.import_module("pipeline.train.stage")
 
 
 class Killed(Exception):
@@ -61,8 +61,7 @@ def runs(world, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 root / name,
                 pretrain_cfg(objective=name),
                 model_cfg(),
-                train_cfg(),
-                tracking(),
+                runtime(),
             )
         out[name] = (root / name, result, logged)
     return out
@@ -71,14 +70,14 @@ def runs(world, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 @contextmanager
 def _capture_params(logged: dict[str, Any]) -> Iterator[None]:
     """Record the params :func:`pretrain` hands to MLflow (tracking is off in tests)."""
-    real = pretrain_module.stage_run
+    real = stage_module.stage_run
 
     def spy(uri: str, experiment: str, results: Path, stage: str, params: Any) -> Any:
         logged.update(params)
         return real(uri, experiment, results, stage, params)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pretrain_module, "stage_run", spy)
+        mp.setattr(stage_module, "stage_run", spy)
         yield
 
 
@@ -175,9 +174,9 @@ def test_fixed_clip_temperature_is_a_buffer_not_a_parameter() -> None:
 
 
 def test_clip_resume_restores_the_logit_scale(world, tmp_path: Path) -> None:
-    args = (pretrain_cfg(objective="clip"), model_cfg(), train_cfg(), tracking())
+    args = (pretrain_cfg(objective="clip"), model_cfg())
     inputs = world.pretrain_inputs()
-    full = pretrain(inputs, tmp_path / "full", *args)
+    full = pretrain(inputs, tmp_path / "full", *args, runtime())
 
     def kill_after_2(epoch: int, record: dict[str, float]) -> None:
         if epoch == 2:
@@ -185,10 +184,12 @@ def test_clip_resume_restores_the_logit_scale(world, tmp_path: Path) -> None:
 
     ckpt = tmp_path / "ck"
     with pytest.raises(Killed):
-        pretrain(inputs, tmp_path / "out", *args, checkpoint_dir=ckpt, on_epoch_end=kill_after_2)
+        pretrain(
+            inputs, tmp_path / "out", *args, runtime(checkpoint_dir=ckpt, on_epoch_end=kill_after_2)
+        )
     saved = torch.load(ckpt / "last.pt", weights_only=False)
     assert "objective.loss_fn.logit_scale" in saved["model"]
-    resumed = pretrain(inputs, tmp_path / "out", *args, checkpoint_dir=ckpt)
+    resumed = pretrain(inputs, tmp_path / "out", *args, runtime(checkpoint_dir=ckpt))
     assert resumed.resumed_at == 2
     assert [h["scale"] for h in resumed.history] == [h["scale"] for h in full.history]
     assert resumed.history == full.history

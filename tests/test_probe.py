@@ -18,7 +18,7 @@ from pipeline.data.ecg_store import read_record, resample
 from pipeline.evaluation.probe import EmbedSettings, ProbeConfig, ProbeInputs, run_probe
 from pipeline.evaluation.probe_fit import Split, probe_flag, probe_value
 from pipeline.evaluation.probe_report import ProbeOutputs
-from pipeline.schema import FS_HZ, N_SAMPLES
+from pipeline.mimic_schema import FS_HZ, N_SAMPLES
 from tests.synth_helpers import make_cohort
 from tests.train_fixtures import _write_shards, model_cfg
 

@@ -15,7 +15,13 @@ import polars as pl
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_fixtures import build_world, model_cfg, pretrain_cfg, stage_cfg, tracking, train_cfg
+from train_fixtures import (
+    build_world,
+    model_cfg,
+    pretrain_cfg,
+    runtime,
+    stage_cfg,
+)
 
 from pipeline.registry import spec
 from pipeline.train.pretrain import pretrain
@@ -34,7 +40,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Stage 1, then method_diagnoses and method_regularised (alpha 0 and 50) from it."""
     root = tmp_path_factory.mktemp("regularised")
     world = build_world(root)
-    shared = (model_cfg(), train_cfg(), tracking())
+    shared = (model_cfg(), runtime())
     pretrain(world.pretrain_inputs(), root / "pretrain", pretrain_cfg(epochs=2), *shared)
     inputs = world.supervised_inputs("diagnoses", root / "pretrain")
     for name, kind, cfg in (

@@ -14,7 +14,7 @@ from scipy.signal import resample_poly
 
 from pipeline.data.ecg_store import ShardStore, resample
 from pipeline.data.shard import ShardConfig, merge_shard_groups, shard_group
-from pipeline.schema import LEADS, MISSING_ADC
+from pipeline.mimic_schema import LEADS, MISSING_ADC
 from tests.wfdb_fixtures import ecg_digital, make_cohort, write_record
 
 CFG = ShardConfig(n_groups=2, shard_size=4, fs_out=100, clip_mv=3.0)

@@ -16,7 +16,13 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_fixtures import build_world, model_cfg, pretrain_cfg, stage_cfg, tracking, train_cfg
+from train_fixtures import (
+    build_world,
+    model_cfg,
+    pretrain_cfg,
+    runtime,
+    stage_cfg,
+)
 
 from pipeline.train.augment import EcgAugmentConfig
 from pipeline.train.data import ECGDataset, open_store, read_ids
@@ -63,7 +69,7 @@ def test_second_crop_is_another_place_of_the_same_record(world) -> None:
 @pytest.fixture(scope="module")
 def stage1(world, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("stage1") / "pretrain_ecg_only"
-    args = (pretrain_cfg(epochs=3), model_cfg(), train_cfg(), tracking())
+    args = (pretrain_cfg(epochs=3), model_cfg(), runtime())
     pretrain(_ecg_only_inputs(world), out, *args, augment=AUGMENT)
     return out
 
@@ -83,9 +89,9 @@ def test_ecg_only_stage_one_writes_an_encoder_without_tabular_parts(stage1: Path
 
 def test_resume_is_bit_identical(world, tmp_path: Path) -> None:
     """The views come from torch's global generator, which the checkpoint carries."""
-    args = (pretrain_cfg(epochs=3), model_cfg(), train_cfg(), tracking())
+    args = (pretrain_cfg(epochs=3), model_cfg())
     inputs = _ecg_only_inputs(world)
-    full = pretrain(inputs, tmp_path / "full", *args, augment=AUGMENT)
+    full = pretrain(inputs, tmp_path / "full", *args, runtime(), augment=AUGMENT)
 
     def kill_after_2(epoch: int, record: dict[str, float]) -> None:
         if epoch == 2:
@@ -97,11 +103,12 @@ def test_resume_is_bit_identical(world, tmp_path: Path) -> None:
             inputs,
             tmp_path / "out",
             *args,
-            checkpoint_dir=ckpt,
-            on_epoch_end=kill_after_2,
+            runtime(checkpoint_dir=ckpt, on_epoch_end=kill_after_2),
             augment=AUGMENT,
         )
-    resumed = pretrain(inputs, tmp_path / "out", *args, checkpoint_dir=ckpt, augment=AUGMENT)
+    resumed = pretrain(
+        inputs, tmp_path / "out", *args, runtime(checkpoint_dir=ckpt), augment=AUGMENT
+    )
     assert resumed.resumed_at == 2
     assert resumed.history == full.history
     a = load_file(str(tmp_path / "full" / "encoder.safetensors"))
@@ -140,7 +147,7 @@ def test_validation_sees_the_same_views_every_pass(world) -> None:
 def test_augmentation_matters(world, tmp_path: Path) -> None:
     """Without augmentation the two crops of a record are still different windows, so the
     loss is finite and learning happens; with augmentation the stage sees other inputs."""
-    args = (pretrain_cfg(epochs=1), model_cfg(), train_cfg(), tracking())
+    args = (pretrain_cfg(epochs=1), model_cfg(), runtime())
     off = EcgAugmentConfig(
         scale_range=(1.0, 1.0), noise_std=0.0, lead_mask_prob=0.0, time_mask_fraction=0.0
     )
@@ -160,8 +167,7 @@ def test_stage_two_on_the_ecg_only_encoder(world, stage1: Path, tmp_path: Path) 
         tmp_path / "m.npz",
         cfg,
         model_cfg(),
-        train_cfg(),
-        tracking(),
+        runtime(),
     )
     assert 0.0 <= result.test_auroc <= 1.0
     start = load_file(str(stage1 / "encoder.safetensors"))

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from safetensors.torch import load_file
 from train_fixtures import (
     LAB_TARGETS,
@@ -15,14 +14,14 @@ from train_fixtures import (
     build_world,
     model_cfg,
     pretrain_cfg,
+    runtime,
     stage_cfg,
-    tracking,
     train_cfg,
 )
 
 from pipeline.train.data import read_ids
 from pipeline.train.pretrain import pretrain
-from pipeline.train.supervised import masked_bce, predict_model, train_supervised
+from pipeline.train.supervised import predict_model, train_supervised
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +29,7 @@ def method(tmp_path_factory: pytest.TempPathFactory):
     """Stage 1 -> method_diagnoses (first block frozen) -> method_labs (encoder frozen)."""
     root = tmp_path_factory.mktemp("method")
     world = build_world(root)
-    shared = (model_cfg(), train_cfg(), tracking())
+    shared = (model_cfg(), runtime())
     pretrain(world.pretrain_inputs(), root / "pretrain", pretrain_cfg(epochs=2), *shared)
     diag_cfg = stage_cfg(epochs=3, freeze_blocks=1, encoder_lr=1e-2)
     train_supervised(
@@ -114,8 +113,7 @@ def test_baselines(tmp_path: Path, kind: str, task: str, group_has_labs: bool | 
         tmp_path / f"{kind}.npz",
         stage_cfg(epochs=2),
         model_cfg(),
-        train_cfg(),
-        tracking(),
+        runtime(),
     )
     assert 0.0 <= res.test_auroc <= 1.0
     meta = json.loads((tmp_path / kind / "model.json").read_text())
@@ -124,18 +122,6 @@ def test_baselines(tmp_path: Path, kind: str, task: str, group_has_labs: bool | 
     else:  # multimodal_labs sees routine features only
         assert meta["tabular"]["group"] == "routine"
         assert "potassium_mean" not in meta["tabular"]["continuous"]
-
-
-def test_masked_bce_ignores_missing_targets() -> None:
-    logits = torch.tensor([[0.3, -1.0], [2.0, 0.5]], requires_grad=True)
-    target = torch.tensor([[1.0, float("nan")], [0.0, 1.0]])
-    loss = masked_bce(logits, target)
-    loss.backward()
-    assert logits.grad is not None and logits.grad[0, 1] == 0.0
-    observed = torch.tensor([0.3, 2.0, 0.5]), torch.tensor([1.0, 0.0, 1.0])
-    expected = torch.nn.functional.binary_cross_entropy_with_logits(*observed)
-    assert torch.isclose(loss, expected)
-    assert (logits.grad[~torch.isnan(target)] != 0).all()
 
 
 def test_unknown_model_is_refused(tmp_path: Path) -> None:
@@ -148,6 +134,5 @@ def test_unknown_model_is_refused(tmp_path: Path) -> None:
             tmp_path / "m.npz",
             stage_cfg(),
             model_cfg(),
-            train_cfg(),
-            tracking(),
+            runtime(),
         )

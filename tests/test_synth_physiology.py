@@ -11,7 +11,7 @@ import wfdb
 from scipy.stats import spearmanr
 from synth_helpers import LEAD, make_cohort, median_beat, r_peaks
 
-from pipeline.schema import FS_HZ, TABLES
+from pipeline.mimic_schema import FS_HZ, TABLES
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 import wfdb
 from synth_helpers import make_cohort
 
-from pipeline.schema import ADC_GAIN, FS_HZ, LEADS, N_SAMPLES, TABLES
+from pipeline.mimic_schema import ADC_GAIN, FS_HZ, LEADS, N_SAMPLES, TABLES
 from pipeline.synth import SynthConfig, synthesize_cohort
 from pipeline.synth.catalogue import ICD9
 from pipeline.synth.records import write_wfdb

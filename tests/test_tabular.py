@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 from train_fixtures import build_world
 
+from pipeline.data.tabular import TabularPreprocessor, fit_tabular, read_manifest
 from pipeline.train.data import read_ids
-from pipeline.train.tabular import TabularPreprocessor, fit_tabular, read_manifest
 
 
 @pytest.fixture(scope="module")

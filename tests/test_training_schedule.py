@@ -11,7 +11,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from torch import nn
-from train_fixtures import build_world, model_cfg, pretrain_cfg, stage_cfg, tracking, train_cfg
+from train_fixtures import (
+    build_world,
+    model_cfg,
+    pretrain_cfg,
+    runtime,
+    stage_cfg,
+)
 
 from pipeline.models import build_ecg_encoder
 from pipeline.train.data import EpochLoader, open_store, read_ids
@@ -36,7 +42,7 @@ def world(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _shared() -> tuple:
-    return model_cfg(), train_cfg(), tracking()
+    return model_cfg(), runtime()
 
 
 def test_warmup_then_cosine_and_onecycle_shapes() -> None:
@@ -141,13 +147,15 @@ def test_frozen_encoder_stage_trains_on_cached_embeddings(
 
 def test_head_warm_start_is_epoch_zero_and_resume_is_bit_identical(world, tmp_path: Path) -> None:
     """LP-FT with a warm-up + cosine schedule and patience, killed after epoch 2, resumes."""
-    cfg = stage_cfg(epochs=4, head_init="probe", schedule="cosine", warmup_epochs=1, patience=3)
+    cfg = stage_cfg(
+        epochs=4, head_init="linear_fit", schedule="cosine", warmup_epochs=1, patience=3
+    )
     inputs = world.supervised_inputs("diagnoses", world.root / "pretrain")
 
     def run(name: str, **kw) -> object:
         return train_supervised(
             "method_diagnoses", inputs, tmp_path / name, tmp_path / f"{name}.npz", cfg,
-            *_shared(), checkpoint_dir=tmp_path / f"ck_{name}", **kw,
+            model_cfg(), runtime(checkpoint_dir=tmp_path / f"ck_{name}", **kw),
         )  # fmt: skip
 
     full = run("full")

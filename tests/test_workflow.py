@@ -213,7 +213,7 @@ def test_explain_cli_reproduces_pipeline_predictions_from_raw_wfdb(
 
 
 def test_explain_refuses_a_model_without_both_heads(finished_run: Path) -> None:
-    from pipeline.explain import explain_records
+    from pipeline.infer.explain import explain_records
 
     with pytest.raises(ValueError, match="method_labs"):
         explain_records(finished_run / "results/models/signal_only", [])

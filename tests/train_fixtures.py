@@ -20,6 +20,7 @@ from pipeline.data.shard_check import describe, shards_metadata
 from pipeline.tracking import TrackingConfig
 from pipeline.train.engine import TrainConfig
 from pipeline.train.pretrain import PretrainConfig, PretrainInputs
+from pipeline.train.stage import StageRuntime
 from pipeline.train.supervised import StageConfig, SupervisedInputs
 
 FS = 20  # Hz: tiny records keep the S4 cheap
@@ -95,6 +96,12 @@ def train_cfg(**kw: Any) -> TrainConfig:
 
 def tracking() -> TrackingConfig:
     return TrackingConfig(tracking_uri="", experiment="test", results_dir="results")
+
+
+def runtime(train: TrainConfig | None = None, **kw: Any) -> StageRuntime:
+    """How a test stage runs: CPU, one thread, tracking off (``kw``: checkpoint_dir,
+    threads, on_epoch_end)."""
+    return StageRuntime(train or train_cfg(), tracking(), **kw)
 
 
 # The loop settings the training tests were written for: a constant rate, no warm-up, no

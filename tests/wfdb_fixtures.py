@@ -2,7 +2,7 @@
 
 Records are written with ``wfdb.wrsamp`` exactly as the release stores them: int16
 ``d_signal``, format 16, gain 200 adu/mV, baseline 0, 500 Hz, 5000 samples, header lead
-order :data:`pipeline.schema.LEADS`, files under ``files/p<4>/p<subject>/s<study>/``.
+order :data:`pipeline.mimic_schema.LEADS`, files under ``files/p<4>/p<subject>/s<study>/``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 import wfdb
 
-from pipeline.schema import ADC_GAIN, FS_HZ, LEADS, MISSING_ADC, N_SAMPLES
+from pipeline.mimic_schema import ADC_GAIN, FS_HZ, LEADS, MISSING_ADC, N_SAMPLES
 
 BASE_TIME = datetime(2180, 7, 23, 8, 44, 0)
 

@@ -9,7 +9,7 @@ Column policy: every schema column must be in the header (else :class:`ConvertEr
 naming the column and the file). Columns the schema does not know are dropped with a
 warning rather than an error, because later MIMIC releases add columns to existing
 tables and the pipeline reads only the schema's columns. With ``projection`` a table of
-:data:`pipeline.schema.PROJECTIONS` (labevents) keeps only the columns the pipeline reads;
+:data:`pipeline.mimic_schema.PROJECTIONS` (labevents) keeps only the columns the pipeline reads;
 the parquet's schema metadata says so (key ``ecg_explain.projection``).
 """
 
@@ -32,13 +32,13 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from pipeline import schema
+from pipeline import mimic_schema
 from pipeline.data.csvstream import READ_ERRORS as _READ_ERRORS
 from pipeline.data.csvstream import read_batches
 from pipeline.io import atomic_path
 from pipeline.logs import progress
+from pipeline.mimic_schema import DATE_FORMAT, PROJECTIONS, TIMESTAMP_FORMAT
 from pipeline.privacy import is_identifier
-from pipeline.schema import DATE_FORMAT, PROJECTIONS, TIMESTAMP_FORMAT
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class ConvertConfig:
             so it bounds memory; parsing runs in 1 MiB pieces whatever its value). The
             default is the schema's and the one ``docs/scaling.md`` measured.
         projection: keep only the columns the pipeline reads of the tables in
-            :data:`pipeline.schema.PROJECTIONS` (labevents); False keeps every column.
+            :data:`pipeline.mimic_schema.PROJECTIONS` (labevents); False keeps every column.
     """
 
     batch_rows: int = 1_000_000
@@ -114,7 +114,7 @@ def _head(src: Path) -> tuple[list[str], int]:
 
 def _check_columns(src: Path, name: str, header: list[str]) -> list[str]:
     """Raise on a missing schema column; return the unexpected (dropped) ones."""
-    expected = list(schema.table(name).columns)
+    expected = list(mimic_schema.table(name).columns)
     missing = [c for c in expected if c not in header]
     if missing:
         raise ConvertError(
@@ -199,7 +199,7 @@ def _wrap_error(
     if isinstance(exc, pa.ArrowInvalid) and msg.startswith("In CSV column #"):
         idx = int(msg.split("#", 1)[1].split(":", 1)[0])
         column = header[idx] if idx < len(header) else f"#{idx}"
-        dtype = _arrow_type(schema.table(name).columns[column])
+        dtype = _arrow_type(mimic_schema.table(name).columns[column])
         where = _locate_bad_value(src, column, dtype, block_size)
         detail = "" if is_identifier(column) else f" ({msg})"  # Arrow's message holds the value
         return ConvertError(f"{src}: column {column!r} expects {dtype}: {where}{detail}")
@@ -212,7 +212,7 @@ def _wrap_error(
 
 def _kept_columns(table: str, projection: bool) -> dict[str, pa.DataType]:
     """The columns written, in schema order, with their arrow types."""
-    spec = schema.table(table)
+    spec = mimic_schema.table(table)
     keep = PROJECTIONS.get(table, tuple(spec.columns)) if projection else tuple(spec.columns)
     return {c: _arrow_type(t) for c, t in spec.columns.items() if c in keep}
 
@@ -220,7 +220,7 @@ def _kept_columns(table: str, projection: bool) -> dict[str, pa.DataType]:
 def _writer_schema(table: str, columns: dict[str, pa.DataType]) -> pa.Schema:
     """The parquet schema; a projection is labelled in its metadata (kept, omitted)."""
     out = pa.schema(list(columns.items()))
-    omitted = [c for c in schema.table(table).columns if c not in columns]
+    omitted = [c for c in mimic_schema.table(table).columns if c not in columns]
     if not omitted:
         return out
     label = {"table": table, "columns": list(columns), "omitted": omitted}
@@ -284,11 +284,11 @@ def convert_table(
     :func:`pipeline.io.atomic_path`, so a failure leaves no parquet behind.
 
     Args:
-        table: a table of :data:`pipeline.schema.TABLES`.
+        table: a table of :data:`pipeline.mimic_schema.TABLES`.
         src: the source csv(.gz).
         dst: the parquet file to write.
         batch_rows: rows per parquet row group (bounds peak memory).
-        projection: write only the columns of :data:`pipeline.schema.PROJECTIONS`
+        projection: write only the columns of :data:`pipeline.mimic_schema.PROJECTIONS`
             (tables not listed there keep all); the header must still hold every
             schema column, but the omitted ones are not type-checked.
         threads: parsing threads (default: the CPUs this process may use).

@@ -25,7 +25,7 @@ from scipy.signal import firwin, resample_poly
 
 from pipeline.data.shard_check import ShardError, verify_shards
 from pipeline.data.wfdb_record import Record, RecordError, read_record, record_base
-from pipeline.schema import LEADS
+from pipeline.mimic_schema import LEADS
 
 __all__ = [
     "Record",

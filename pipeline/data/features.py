@@ -37,7 +37,7 @@ from pipeline.data.demographics import ethnicity
 from pipeline.data.labs import lab_items, slug, with_plausible
 from pipeline.data.tables import collect, scan
 from pipeline.io import atomic_path, write_text_atomic
-from pipeline.schema import PROTOCOL_LABS, VITALS
+from pipeline.mimic_schema import PROTOCOL_LABS, VITALS
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from pipeline.data.checks import require
 from pipeline.data.labs import lab_items, slug, with_plausible
 from pipeline.data.tables import collect, scan
 from pipeline.io import atomic_path
-from pipeline.schema import PROTOCOL_LABS
+from pipeline.mimic_schema import PROTOCOL_LABS
 
 log = logging.getLogger(__name__)
 

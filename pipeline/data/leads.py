@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.schema import LEADS
+from pipeline.mimic_schema import LEADS
 
 _SEPARATORS = re.compile(r"[\s_\-.,]+")
 _QUALIFIER = re.compile(r"\(.*?\)")  # "Lead I (Einthoven)": the qualifier names no lead
@@ -32,7 +32,7 @@ INDEPENDENT: tuple[str, ...] = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
 #: limb leads derivable from I and II (Einthoven's law, Goldberger's augmented leads)
 DERIVABLE: tuple[str, ...] = ("III", "aVR", "aVL", "aVF")
 
-#: normalised spelling -> canonical lead name of :data:`pipeline.schema.LEADS`
+#: normalised spelling -> canonical lead name of :data:`pipeline.mimic_schema.LEADS`
 ALIASES: dict[str, str] = {
     **{lead.upper(): lead for lead in LEADS},
     "DI": "I",

@@ -47,7 +47,7 @@ from itertools import combinations
 
 import numpy as np
 
-from pipeline.schema import LEADS
+from pipeline.mimic_schema import LEADS
 
 MAX_P2P_MV = 5.0
 MIN_MAX_P2P_MV = 0.5

@@ -18,9 +18,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.schema import LEADS
+from pipeline.mimic_schema import LEADS
 
 METADATA_KEY = "ecg_explain.preprocessing"
 RESAMPLING = "scipy.signal.resample_poly: Kaiser FIR (beta 5), 10 zero crossings per side"
@@ -83,7 +84,7 @@ class Preprocessing:
     def check_reproducible(self, where: str = "preprocessing") -> None:
         """Raise unless this code repeats these steps exactly (inference calls it).
 
-        The reader emits :data:`pipeline.schema.LEADS` in order, rounds to float16 and
+        The reader emits :data:`pipeline.mimic_schema.LEADS` in order, rounds to float16 and
         resamples and imputes as :data:`RESAMPLING` / :data:`IMPUTATION` say; a model
         trained otherwise would be scored on inputs unlike its training data.
 
@@ -129,3 +130,11 @@ def training_preprocessing(
     """``model.json["preprocessing"]``: the shard settings plus the crops (None: unknown)."""
     prep = read_index_preprocessing(shard_index)
     return None if prep is None else prep.with_crops(crop_samples, eval_crops).to_dict()
+
+
+def crop_starts(length: int, crop: int, n: int) -> np.ndarray:
+    """Starts of ``n`` non-overlapping crops, centred in a record of ``length`` samples."""
+    if n * crop > length:
+        raise ValueError(f"record of {length} samples is too short for {n} crops of {crop}")
+    offset = (length - n * crop) // 2
+    return offset + crop * np.arange(n)

@@ -2,7 +2,7 @@
 
 Each shard group (``study_id % n_groups``) is one Snakemake job, so a cluster spreads
 the work. A group directory holds ``shard_00000.npy`` ... (``(n, 12, L_out)`` float16,
-mV, lead order :data:`pipeline.schema.LEADS`), ``index.parquet`` (study_id -> shard,
+mV, lead order :data:`pipeline.mimic_schema.LEADS`), ``index.parquet`` (study_id -> shard,
 offset; each shard file's size and SHA-256 in its metadata, checked by the store:
 :mod:`pipeline.data.shard_check`) and ``quarantine.tsv`` (records that could not be
 used, with the reason; :mod:`pipeline.data.shard_index` writes and merges both). Shards
@@ -51,7 +51,7 @@ from pipeline.data.shard_check import ShardEntry, describe
 from pipeline.data.shard_index import merge_shard_groups, write_tables
 from pipeline.io import atomic_path
 from pipeline.logs import progress
-from pipeline.schema import FS_HZ, LEADS, N_SAMPLES
+from pipeline.mimic_schema import FS_HZ, LEADS, N_SAMPLES
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.schema import PROJECTIONS, polars_schema
+from pipeline.mimic_schema import PROJECTIONS, polars_schema
 
 
 class TableError(ValueError):
@@ -31,7 +31,7 @@ def scan(
 
     Args:
         tables: table name -> parquet path.
-        name: a table of :data:`pipeline.schema.TABLES`.
+        name: a table of :data:`pipeline.mimic_schema.TABLES`.
         columns: the columns to select (all schema columns when None).
 
     Raises:
@@ -47,7 +47,7 @@ def scan(
     for col in wanted:
         if col not in actual:
             hint = (
-                " (converted as a projection: add it to pipeline.schema.PROJECTIONS"
+                " (converted as a projection: add it to pipeline.mimic_schema.PROJECTIONS"
                 " or set convert.projection: false)"
                 if col not in PROJECTIONS.get(name, (col,))
                 else ""

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.leads import LeadError, LeadMatch, match_leads
-from pipeline.schema import MISSING_ADC
+from pipeline.mimic_schema import MISSING_ADC
 
 _GAIN = re.compile(r"^([-+\d.eE]+)(?:\(([-+\d]+)\))?(?:/(\S+))?$")
 _UNIT_SCALE = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3}  # -> mV

@@ -126,7 +126,7 @@ def load_encoder(source: Path | None, model_cfg: Mapping[str, object], seed: int
         encoder.load_state_dict(load_file(str(source / "encoder.safetensors")))
         return encoder
     if (source / "model.safetensors").is_file():
-        from pipeline.train.model import load_supervised
+        from pipeline.models.supervised import load_supervised
 
         return load_supervised(source)[0].encoder
     raise FileNotFoundError(f"{source}: neither encoder.safetensors nor model.safetensors")

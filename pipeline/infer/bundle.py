@@ -127,7 +127,7 @@ def torch_scorer(bundle: Bundle, threads: int | None = None) -> Scorer:
     import torch
 
     from pipeline.infer.network import OUTPUTS, ExplainNet
-    from pipeline.train.model import load_supervised
+    from pipeline.models.supervised import load_supervised
 
     if threads:
         torch.set_num_threads(threads)

@@ -40,7 +40,7 @@ from pipeline.infer.network import OUTPUTS, ExplainNet, frozen_copy
 from pipeline.infer.verify import EXPORT_MARKER, write_checksums
 from pipeline.io import atomic_path, write_text_atomic
 from pipeline.manifests import read_manifest_tsv
-from pipeline.train.model import load_supervised
+from pipeline.models.supervised import load_supervised
 
 OPSET = 17
 

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pipeline.data.preprocessing import crop_starts
 from pipeline.models import S4Layer
-from pipeline.train.data import crop_starts
-from pipeline.train.model import SupervisedModel
+from pipeline.models.supervised import SupervisedModel
 
 OUTPUTS = ("diagnoses", "labs", "embedding")
 

@@ -38,7 +38,7 @@ def plot_record(
     x: np.ndarray, explanation: Explanation, prep: Preprocessing, out: Path, top: int = 5
 ) -> Path:
     """Write the figure of one record (``x``: (12, n_samples) mV at ``prep.fs``) to ``out``."""
-    from pipeline.train.data import crop_starts
+    from pipeline.data.preprocessing import crop_starts
 
     t = np.arange(x.shape[-1]) / prep.fs
     fig = plt.figure(figsize=(14, 9))

@@ -1,11 +1,12 @@
-"""Losses (one concept per module): the self-supervised ones and the stage-1 objective registry,
-L2-SP (:mod:`pipeline.losses.l2sp`), the fine-tuning regulariser of method_regularised, and
-knowledge distillation (:mod:`pipeline.losses.distillation`), the loss of ``distilled``.
+"""Losses (one concept per module): the self-supervised ones and the stage-1 objective table,
+L2-SP (:mod:`pipeline.losses.l2sp`), the fine-tuning regulariser of method_regularised,
+knowledge distillation (:mod:`pipeline.losses.distillation`), the loss of ``distilled``, and
+the masked multi-label BCE of every supervised stage (:mod:`pipeline.losses.masked_bce`).
 
 Every self-supervised loss module maps two paired batches ``(z_a, z_b)``, each (B, D), to a
 NamedTuple whose first field is the scalar ``loss`` and whose other fields are its terms.
-The registry wraps one of them in an :class:`Objective` with a single call signature for the
-training loop:
+The objective table (``_OBJECTIVES``) wraps one of them in an :class:`Objective` with a
+single call signature for the training loop:
 
     objective = build_objective("vicreg", inv_weight=25.0)
     out = objective(z_ecg, z_tab)       # ObjectiveOutput
@@ -28,6 +29,7 @@ from pipeline.losses.barlow_twins import BarlowTwinsLoss, BarlowTwinsOutput
 from pipeline.losses.clip import ClipLoss, ClipOutput
 from pipeline.losses.distillation import DistillationLoss, DistillationOutput
 from pipeline.losses.l2sp import L2SP
+from pipeline.losses.masked_bce import masked_bce
 from pipeline.losses.vicreg import VICRegLoss, VICRegOutput
 
 ObjectiveName = Literal["barlow_twins", "vicreg", "clip"]
@@ -36,7 +38,7 @@ OBJECTIVE_NAMES: tuple[str, ...] = get_args(ObjectiveName)
 
 # name -> (loss module, its output NamedTuple); the output's fields after ``loss`` are the
 # components an Objective reports.
-_REGISTRY: dict[str, tuple[type[nn.Module], type[tuple[Any, ...]]]] = {
+_OBJECTIVES: dict[str, tuple[type[nn.Module], type[tuple[Any, ...]]]] = {
     "barlow_twins": (BarlowTwinsLoss, BarlowTwinsOutput),
     "vicreg": (VICRegLoss, VICRegOutput),
     "clip": (ClipLoss, ClipOutput),
@@ -60,7 +62,7 @@ class Objective(nn.Module):
     """A stage-1 loss behind the uniform call ``(z_ecg, z_tab) -> ObjectiveOutput``.
 
     Args:
-        name: Registry name of the loss.
+        name: The loss's name in the objective table.
         loss_fn: The loss module; its parameters (if any) become this module's.
     """
 
@@ -68,7 +70,7 @@ class Objective(nn.Module):
         super().__init__()
         self.name = name
         self.loss_fn = loss_fn
-        fields: tuple[str, ...] = _REGISTRY[name][1]._fields  # type: ignore[attr-defined]
+        fields: tuple[str, ...] = _OBJECTIVES[name][1]._fields  # type: ignore[attr-defined]
         self.component_names: tuple[str, ...] = fields[1:]
 
     def forward(self, z_ecg: torch.Tensor, z_tab: torch.Tensor) -> ObjectiveOutput:
@@ -92,14 +94,14 @@ class Objective(nn.Module):
 def objective_kwargs(name: str) -> tuple[str, ...]:
     """The keyword arguments the objective ``name`` accepts (its constructor's)."""
     _check_name(name)
-    params = inspect.signature(_REGISTRY[name][0].__init__).parameters
+    params = inspect.signature(_OBJECTIVES[name][0].__init__).parameters
     return tuple(p for p in params if p != "self")
 
 
 def objective_defaults(name: str) -> dict[str, Any]:
     """Every keyword argument of objective ``name`` with its default (the paper's values)."""
     _check_name(name)
-    params = inspect.signature(_REGISTRY[name][0].__init__).parameters
+    params = inspect.signature(_OBJECTIVES[name][0].__init__).parameters
     return {k: p.default for k, p in params.items() if k != "self"}
 
 
@@ -123,11 +125,11 @@ def build_objective(name: ObjectiveName, **kwargs: Any) -> Objective:
         raise ValueError(
             f"unknown argument(s) {unknown} for objective {name!r}; accepted: {list(accepted)}"
         )
-    return Objective(name, _REGISTRY[name][0](**kwargs))
+    return Objective(name, _OBJECTIVES[name][0](**kwargs))
 
 
 def _check_name(name: str) -> None:
-    if name not in _REGISTRY:
+    if name not in _OBJECTIVES:
         raise ValueError(f"unknown objective {name!r}; choose one of {list(OBJECTIVE_NAMES)}")
 
 
@@ -146,6 +148,7 @@ __all__ = [
     "VICRegLoss",
     "VICRegOutput",
     "build_objective",
+    "masked_bce",
     "objective_defaults",
     "objective_kwargs",
 ]

@@ -23,7 +23,7 @@ import polars as pl
 
 from pipeline.io import atomic_path
 from pipeline.logs import progress
-from pipeline.schema import DATE_FORMAT, ECG, ED, HOSP, TABLES, TIMESTAMP_FORMAT
+from pipeline.mimic_schema import DATE_FORMAT, ECG, ED, HOSP, TABLES, TIMESTAMP_FORMAT
 from pipeline.synth import codes as icd
 from pipeline.synth import tables
 from pipeline.synth.catalogue import LabItem, load_lab_items

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from pipeline.schema import ADC_GAIN, FS_HZ, LEADS, N_SAMPLES
+from pipeline.mimic_schema import ADC_GAIN, FS_HZ, LEADS, N_SAMPLES
 
 T = np.arange(N_SAMPLES) / FS_HZ  # (L,) seconds
 _R3 = np.sqrt(3.0) / 2
@@ -153,7 +153,7 @@ def dipole(p: dict[str, float], rng: np.random.Generator) -> np.ndarray:
 
 
 def leads_mv(p: dict[str, float], rng: np.random.Generator, mains_hz: float) -> np.ndarray:
-    """The 12 leads in pipeline.schema.LEADS order, shape (12, L) in mV, float."""
+    """The 12 leads in pipeline.mimic_schema.LEADS order, shape (12, L) in mV, float."""
     e = _ELECTRODES @ dipole(p, rng)  # (9, L) electrode potentials
     n_e = e.shape[0]
     wander = np.zeros_like(e)

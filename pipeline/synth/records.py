@@ -8,7 +8,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.schema import ADC_BASELINE, ADC_GAIN, FS_HZ, LEADS, MACHINE_MISSING, UNITS, WFDB_FMT
+from pipeline.mimic_schema import (
+    ADC_BASELINE,
+    ADC_GAIN,
+    FS_HZ,
+    LEADS,
+    MACHINE_MISSING,
+    UNITS,
+    WFDB_FMT,
+)
 from pipeline.synth.ecg import leads_mv, to_adc
 from pipeline.synth.tables import finish, ts
 

@@ -1,7 +1,7 @@
 """MIMIC-shaped tables (hosp, ed, ecg) built from the simulated cohort frames.
 
 Times are carried as epoch seconds during simulation and converted here; every frame
-returned has exactly the columns of :data:`pipeline.schema.TABLES` in file order.
+returned has exactly the columns of :data:`pipeline.mimic_schema.TABLES` in file order.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from pipeline.schema import TABLES
+from pipeline.mimic_schema import TABLES
 from pipeline.synth.catalogue import ICD9, ICD10_TITLES, UNUSED_ICD9, UNUSED_ICD10, LabItem
 from pipeline.synth.physiology import COMPLAINTS, DAY, YEAR_GROUPS
 

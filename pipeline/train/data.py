@@ -25,10 +25,11 @@ import polars as pl
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from pipeline.data.preprocessing import crop_starts
+from pipeline.data.tabular import TabularArrays
 from pipeline.manifests import manifest_column
-from pipeline.train.tabular import TabularArrays
+from pipeline.models.supervised import Batch
 
-Batch = dict[str, torch.Tensor]
 Mode = Literal["train", "eval"]
 
 
@@ -80,14 +81,6 @@ def read_targets(path: str | Path, ids: np.ndarray, columns: Sequence[str]) -> n
         raise ValueError(f"{path}: {int((~found).sum())} of {len(ids)} records have no row")
     values = df.select([pl.col(c).cast(pl.Float32) for c in columns]).to_numpy()
     return np.asarray(values[order[pos]], dtype=np.float32)  # (N, K)
-
-
-def crop_starts(length: int, crop: int, n: int) -> np.ndarray:
-    """Starts of ``n`` non-overlapping crops, centred in a record of ``length`` samples."""
-    if n * crop > length:
-        raise ValueError(f"record of {length} samples is too short for {n} crops of {crop}")
-    offset = (length - n * crop) // 2
-    return offset + crop * np.arange(n)
 
 
 class ECGDataset(Dataset[dict[str, np.ndarray]]):

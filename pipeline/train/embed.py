@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.data.tabular import TabularArrays
 from pipeline.logs import progress
 from pipeline.train.data import Batch, ECGDataset, EpochLoader, RecordStore, to_device
 from pipeline.train.predict import flatten_crops
-from pipeline.train.tabular import TabularArrays
 
 # (module, batch with ecg (B', 12, C) and per-crop tabular rows) -> embeddings (B', D)
 EmbedFn = Callable[[nn.Module, Batch], torch.Tensor]

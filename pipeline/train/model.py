@@ -1,15 +1,12 @@
-"""The supervised models (pipeline.registry): construction, and reloading from a model directory.
+"""Building a supervised model of pipeline.registry for training, and its model.json.
 
-A model directory holds ``model.safetensors`` (every weight: ``encoder.*``, ``tab_encoder.*``,
-``head.*`` and, for method_labs, ``diagnosis_head.*``) and ``model.json`` with everything
-needed to rebuild the modules exactly (architecture configs, labels per head, tabular
-statistics). So the method's diagnoses and lab explanations come from one file and one
-embedding.
+The network itself (:class:`pipeline.models.supervised.SupervisedModel`) and reloading it
+from a model directory (:func:`pipeline.models.supervised.load_supervised`) live in
+:mod:`pipeline.models.supervised`, which inference uses without importing training.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -19,88 +16,25 @@ import numpy as np
 import polars as pl
 import torch
 from safetensors.torch import load_file
-from torch import nn
 
+from pipeline.data.tabular import TabularPreprocessor, tabular_encoder_meta
 from pipeline.models import (
-    ECGEncoder,
-    MLPHead,
-    TabularEncoder,
     build_ecg_encoder,
     build_tabular_encoder,
     ecg_encoder_config,
 )
+from pipeline.models.supervised import (
+    SupervisedModel,
+    load_supervised,
+    make_head,
+    read_model_json,
+)
 from pipeline.registry import PRETRAINED, ModelSpec, architecture
-from pipeline.train.data import Batch, ECGDataset, EpochLoader, open_store
+from pipeline.train.data import ECGDataset, EpochLoader, open_store
 from pipeline.train.engine import TrainConfig
-from pipeline.train.heads import normalised
 from pipeline.train.predict import predict_probs
 from pipeline.train.reproducibility import runtime_record
 from pipeline.train.stage_config import StageConfig
-from pipeline.train.tabular import TabularPreprocessor, tabular_encoder_meta
-
-
-class SupervisedModel(nn.Module):
-    """ECG encoder (+ optional tabular encoder, concatenated) and one or two heads."""
-
-    def __init__(
-        self,
-        spec: ModelSpec,
-        encoder: ECGEncoder,
-        head: nn.Module,
-        head_cfg: Mapping[str, Any],
-        tab_encoder: TabularEncoder | None = None,
-        diagnosis_head: nn.Module | None = None,
-        diagnosis_head_cfg: Mapping[str, Any] | None = None,
-        encoder_frozen: bool = False,
-    ) -> None:
-        super().__init__()
-        self.spec = spec
-        self.encoder = encoder
-        self.tab_encoder = tab_encoder
-        self.head = head
-        self.head_cfg = dict(head_cfg)
-        self.diagnosis_head = diagnosis_head
-        self.diagnosis_head_cfg = dict(diagnosis_head_cfg or {})
-        self.encoder_frozen = encoder_frozen
-
-    def train(self, mode: bool = True) -> SupervisedModel:
-        """Frozen parts stay in eval mode (no dropout), so they act as fixed features."""
-        super().train(mode)
-        if self.encoder_frozen:
-            self.encoder.eval()
-        if self.diagnosis_head is not None:
-            self.diagnosis_head.eval()
-        return self
-
-    def embed(self, batch: Batch) -> torch.Tensor:
-        h = self.encoder(batch["ecg"])  # (B, d_model)
-        if self.tab_encoder is None:
-            return h
-        h_tab = self.tab_encoder(batch["x_cont"], batch["x_mask"], batch["x_cat"])  # (B, T)
-        return torch.cat([h, h_tab], dim=-1)  # (B, d_model + T)
-
-    def forward(self, batch: Batch, head: str = "head") -> torch.Tensor:
-        """Logits (B, K) of ``head`` ("head" or, for method_labs, "diagnosis_head")."""
-        module = self.head if head == "head" else self.diagnosis_head
-        if module is None:
-            raise ValueError(f"{self.spec.name} has no {head!r}")
-        return module(self.embed(batch))
-
-
-def make_head(cfg: Mapping[str, Any]) -> nn.Module:
-    """A head from its model.json config; ``norm`` puts an EmbeddingNorm in front."""
-    head: nn.Module
-    if cfg["kind"] == "linear":
-        head = nn.Linear(cfg["in_dim"], cfg["out_dim"])
-    else:
-        head = MLPHead(cfg["in_dim"], list(cfg["hidden"]), cfg["out_dim"], cfg["dropout"])
-    return normalised(head, cfg["in_dim"]) if cfg.get("norm", False) else head
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found (upstream stage incomplete?)")
-    return dict(json.loads(path.read_text()))
 
 
 def build_supervised(
@@ -136,7 +70,7 @@ def build_supervised(
     if spec.init in PRETRAINED:
         if init_dir is None:
             raise ValueError(f"{spec.name} needs the {spec.init} directory")
-        meta = _read_json(Path(init_dir) / "model.json")
+        meta = read_model_json(Path(init_dir) / "model.json")
         encoder = build_ecg_encoder(meta["ecg_encoder"])
         encoder.load_state_dict(load_file(str(Path(init_dir) / "encoder.safetensors")))
         if cfg.freeze_blocks > len(encoder.blocks):
@@ -233,32 +167,6 @@ def model_meta(
         "runtime": runtime_record(),  # what else the bytes depend on (README: Determinism)
         "preprocessing": None if preprocessing is None else dict(preprocessing),
     }
-
-
-def load_supervised(model_dir: Path) -> tuple[SupervisedModel, TabularPreprocessor | None]:
-    """Rebuild a saved supervised model (strict weight loading) and its tabular statistics."""
-    meta = _read_json(model_dir / "model.json")
-    spec = ModelSpec(**meta["spec"])
-    encoder = build_ecg_encoder(meta["ecg_encoder"])
-    prep, tab_encoder = None, None
-    if meta["tabular"] is not None:
-        prep = TabularPreprocessor.from_dict(meta["tabular"])
-        t = meta["tabular_encoder"]
-        tab_encoder = build_tabular_encoder(t["config"], t["n_continuous"], t["cat_cardinalities"])
-    head_cfg = meta["heads"]["head"]
-    diag_cfg = meta["heads"].get("diagnosis_head")
-    model = SupervisedModel(
-        spec,
-        encoder,
-        make_head(head_cfg),
-        head_cfg,
-        tab_encoder=tab_encoder,
-        diagnosis_head=None if diag_cfg is None else make_head(diag_cfg),
-        diagnosis_head_cfg=diag_cfg,
-        encoder_frozen=bool(meta["encoder_frozen"]),
-    )
-    model.load_state_dict(load_file(str(model_dir / "model.safetensors")))
-    return model, prep
 
 
 def predict_model(

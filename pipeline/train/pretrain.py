@@ -5,26 +5,32 @@ a self-supervised objective aligns the two views of the same ECG so that the cli
 information of the tabular data moves into the ECG encoder. The objective is chosen by
 config (``pretrain.objective``): Barlow Twins (Zbontar et al. 2021, the paper's), VICReg
 (Bardes et al. 2022) or CLIP's symmetric InfoNCE (Radford et al. 2021); see
-:mod:`pipeline.losses`. A logistic-regression probe on frozen embeddings (diagnoses) at the
-end checks against representational collapse. With ``augment`` the partner of each ECG crop
+:mod:`pipeline.losses`. The stage is an instance of the template of
+:mod:`pipeline.train.stage`: its own parts are the model (:class:`JointEmbedding`), its
+task (:class:`EmbeddingTask`: the objective, the validation loss) and, at the end, the
+collapse check (:mod:`pipeline.train.collapse_check`). With ``augment`` the partner of each ECG crop
 is a second augmented crop of the same record instead of its tabular data
 (:mod:`pipeline.train.two_view`, the ``ssl_ecg_only`` model's stage 1).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from pipeline.io import atomic_path
+from pipeline.data.tabular import (
+    TabularArrays,
+    TabularPreprocessor,
+    tabular_encoder_meta,
+    tabular_inputs,
+)
 from pipeline.losses import Objective, ObjectiveOutput
 from pipeline.models import (
     ECGEncoder,
@@ -34,37 +40,19 @@ from pipeline.models import (
     build_tabular_encoder,
     ecg_encoder_config,
 )
-from pipeline.tracking import TrackingConfig, stage_run
 from pipeline.train.augment import EcgAugmentConfig
-from pipeline.train.checkpoint import stage_checkpoint
-from pipeline.train.data import (
-    Batch,
-    ECGDataset,
-    EpochLoader,
-    open_store,
-    read_ids,
-    read_names,
-    read_targets,
-    to_device,
-)
-from pipeline.train.embed import embed_records
-from pipeline.train.engine import (
-    EpochCallback,
-    LoopConfig,
-    TrainConfig,
-    fit,
-    save_weights,
-    setup_runtime,
-    write_history,
-)
-from pipeline.train.head_init import logistic_probe
+from pipeline.train.collapse_check import collapse_check
+from pipeline.train.data import Batch, ECGDataset, EpochLoader, to_device
+from pipeline.train.engine import TrainConfig
 from pipeline.train.pretrain_config import PretrainConfig
 from pipeline.train.reproducibility import runtime_record
-from pipeline.train.tabular import (
-    TabularArrays,
-    TabularPreprocessor,
-    tabular_encoder_meta,
-    tabular_inputs,
+from pipeline.train.stage import (
+    StageData,
+    StageRuntime,
+    fit_stage,
+    open_stage,
+    tracked_stage,
+    write_stage_dir,
 )
 from pipeline.train.two_view import TwoViewEmbedding
 
@@ -154,17 +142,39 @@ def param_groups(model: nn.Module) -> list[dict[str, Any]]:
     return groups
 
 
+class EmbeddingTask:
+    """Stage 1's own part of the loop: the objective per batch, the validation loss.
+
+    Args:
+        val_loader: the validation records (one fixed crop each).
+        device: where the model is; val_seed: seeds the ECG-only views of validation.
+    """
+
+    monitor = "val_loss"
+    mode: Literal["min", "max"] = "min"
+
+    def __init__(self, val_loader: EpochLoader, device: torch.device, val_seed: int) -> None:
+        self.val_loader = val_loader
+        self.device = device
+        self.val_seed = val_seed
+
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        assert isinstance(model, JointEmbedding | TwoViewEmbedding)
+        out = model.loss(batch)
+        return out.loss, {k: v.item() for k, v in out.components.items()}
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        assert isinstance(model, JointEmbedding | TwoViewEmbedding)
+        return _val_loss(model, self.val_loader, self.device, self.val_seed)
+
+
 def pretrain(
     inputs: PretrainInputs,
     out_dir: Path,
     cfg: PretrainConfig,
     model_cfg: Mapping[str, Any],
-    train_cfg: TrainConfig,
-    tracking: TrackingConfig,
+    runtime: StageRuntime,
     *,
-    checkpoint_dir: Path | None = None,
-    threads: int | None = None,
-    on_epoch_end: EpochCallback | None = None,
     augment: EcgAugmentConfig | None = None,
 ) -> PretrainResult:
     """Pre-train the ECG encoder and write ``out_dir`` (encoder, model.json, history, probe).
@@ -173,17 +183,15 @@ def pretrain(
         inputs: shard index, features + manifest, labels + manifest, train/val id files.
         out_dir: the pretrain directory, written atomically.
         cfg: the ``pretrain`` section; model_cfg: the ``model`` section.
-        train_cfg: the ``train`` section; tracking: MLflow settings.
-        checkpoint_dir: where the resume checkpoint lives (None: no resume).
-        threads: the rule's threads (used unless train.num_threads is set).
-        on_epoch_end: called after each epoch (tests use it to simulate a kill).
+        runtime: the ``train`` section, MLflow, threads and resume checkpoint.
         augment: the ECG-only stage 1 (``pretrain_ecg_only``): the partner of each crop is a
             second crop of the record, both augmented so; None: the tabular data (the paper).
     """
-    device = setup_runtime(train_cfg, threads, cfg.seed)
-    store = open_store(inputs.shard_index)
-    train_ids, val_ids = read_ids(inputs.train_ids), read_ids(inputs.val_ids)
-    if len(train_ids) < 2 or len(val_ids) < 2:
+    id_files = {"train": inputs.train_ids, "val": inputs.val_ids}
+    data = open_stage(runtime, cfg.seed, inputs.shard_index, id_files)
+    train_cfg = runtime.train
+    ids, device = data.ids, data.device
+    if len(ids["train"]) < 2 or len(ids["val"]) < 2:
         raise ValueError("pre-training needs at least 2 train and 2 val records")
     ecg_encoder = build_ecg_encoder(model_cfg["ecg_encoder"])
     objective = cfg.build_objective()
@@ -194,9 +202,11 @@ def pretrain(
         model = TwoViewEmbedding(
             ecg_encoder, cfg.embed_dim, cfg.projector_hidden, augment, objective
         )
-        log.info("ECG-only pre-training on %d train / %d val records", len(train_ids), len(val_ids))
+        log.info(
+            "ECG-only pre-training on %d train / %d val records", len(ids["train"]), len(ids["val"])
+        )
     else:
-        prep, tab = _tabular(inputs, train_ids, val_ids)
+        prep, tab = _tabular(inputs, ids["train"], ids["val"])
         tab_cfg = dict(model_cfg["tabular_encoder"])
         tab_encoder = build_tabular_encoder(tab_cfg, prep.n_continuous, prep.cat_cardinalities)
         model = JointEmbedding(
@@ -204,80 +214,40 @@ def pretrain(
         )
     model.to(device)
     optimizer = torch.optim.AdamW(param_groups(model), lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-    crop, k = train_cfg.crop_samples, train_cfg.num_workers
     # drop_last: batch-normalising a branch needs >= 2 samples in every batch.
-    train_loader = EpochLoader(
-        ECGDataset(
-            store,
-            train_ids,
-            crop_samples=crop,
-            seed=cfg.seed,
-            tabular=tab["train"],
-            second_crop=augment is not None,
-        ),
-        cfg.batch_size,
-        shuffle=True,
-        drop_last=True,
-        seed=cfg.seed,
-        num_workers=k,
-    )
+    train_loader = _loader(data, "train", cfg.seed, tab, train_cfg, cfg.batch_size, augment)
     # Validation: one fixed random crop per record (seeded apart from training's crops).
-    val_loader = EpochLoader(
-        ECGDataset(
-            store,
-            val_ids,
-            crop_samples=crop,
-            seed=cfg.seed + 1,
-            tabular=tab["val"],
-            second_crop=augment is not None,
-        ),
-        cfg.batch_size,
-        shuffle=False,
-        drop_last=False,
-        seed=cfg.seed + 1,
-        num_workers=k,
-    )
-
-    def step(m: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        assert isinstance(m, JointEmbedding | TwoViewEmbedding)
-        out = m.loss(batch)
-        return out.loss, {k: v.item() for k, v in out.components.items()}
-
-    def validate(m: nn.Module) -> dict[str, float]:
-        assert isinstance(m, JointEmbedding | TwoViewEmbedding)
-        return _val_loss(m, val_loader, device, cfg.seed + 1)
+    val_loader = _loader(data, "val", cfg.seed + 1, tab, train_cfg, cfg.batch_size, augment)
+    task = EmbeddingTask(val_loader, device, cfg.seed + 1)
 
     stage = "pretrain" if augment is None else "pretrain_ecg_only"
     record = cfg.record() | ({} if augment is None else {"augment": asdict(augment)})
     params = {"pretrain": record, "model": dict(model_cfg), "train": asdict(train_cfg)}
-    config = {"stage": stage, **params}
-    ckpt = stage_checkpoint(checkpoint_dir, config, inputs.files(), train_cfg)
-    with stage_run(
-        tracking.tracking_uri, tracking.experiment, Path(tracking.results_dir), stage, params
-    ) as run:
-        run.log_metrics({"n_train": len(train_ids), "n_val": len(val_ids)}, 0)
-        result = fit(
-            model,
-            optimizer,
-            train_loader,
-            step,
-            validate,
-            loop=LoopConfig(cfg.epochs, cfg.schedule, cfg.warmup_epochs, cfg.patience),
-            monitor="val_loss",
-            mode="min",
-            device=device,
+    with tracked_stage(stage, params, inputs.files(), runtime) as (ckpt, run):
+        run.log_metrics({"n_train": len(ids["train"]), "n_val": len(ids["val"])}, 0)
+        result = fit_stage(
+            *(model, optimizer, train_loader, task, cfg.loop(), device),
             checkpoint=ckpt,
             run=run,
             desc=stage,
-            on_epoch_end=on_epoch_end,
+            on_epoch_end=runtime.on_epoch_end,
         )
-        probe = linear_probe(
-            model.ecg_encoder, store, inputs, train_ids, val_ids, cfg, train_cfg, device
+        collapse = collapse_check(
+            model.ecg_encoder,
+            data.store,
+            inputs.labels,
+            inputs.label_manifest,
+            ids,
+            seed=cfg.seed,
+            max_train=cfg.probe_max_train,
+            batch_size=cfg.batch_size,
+            train_cfg=train_cfg,
+            device=device,
         )
-        run.log_metrics({"probe_macro_auroc": probe["macro_auroc"]}, result.epochs_run)
+        run.log_metrics({"probe_macro_auroc": collapse["macro_auroc"]}, result.epochs_run)
         log.info(
-            "linear probe macro AUROC %.4f over %d labels", probe["macro_auroc"], probe["n_labels"]
+            "collapse check: logistic reference macro AUROC %.4f over %d labels",
+            *(collapse["macro_auroc"], collapse["n_labels"]),
         )
         meta = {
             "ecg_encoder": ecg_encoder_config(model.ecg_encoder),
@@ -289,27 +259,51 @@ def pretrain(
             "objective_state": {k: v.tolist() for k, v in objective.state_dict().items()},
             "best_epoch": result.best_epoch,
             "best_val_loss": result.best_metric,
-            "n_train": len(train_ids),
-            "n_val": len(val_ids),
+            "n_train": len(ids["train"]),
+            "n_val": len(ids["val"]),
             "num_threads": torch.get_num_threads(),  # part of what makes a run reproducible
             "runtime": runtime_record(),  # and what else (README: Determinism)
         }
-        with atomic_path(out_dir) as tmp:
-            tmp.mkdir()
-            save_weights(tmp / "encoder.safetensors", model.ecg_encoder)
-            (tmp / "model.json").write_text(json.dumps(meta, indent=2))
-            write_history(tmp / "history.tsv", result.history)
-            (tmp / "probe.json").write_text(json.dumps(probe, indent=2))
+        weights = {"encoder.safetensors": model.ecg_encoder}
+        write_stage_dir(out_dir, weights, meta, result.history, {"probe.json": collapse})
         run.log_artifact(Path(out_dir) / "history.tsv")
         run.log_artifact(Path(out_dir) / "probe.json")
-    if ckpt is not None:
-        ckpt.clear()
     return PretrainResult(
         result.best_epoch,
         result.best_metric,
-        probe["macro_auroc"],
+        collapse["macro_auroc"],
         result.history,
         result.resumed_at,
+    )
+
+
+def _loader(
+    data: StageData,
+    part: str,
+    seed: int,
+    tab: Mapping[str, TabularArrays | None],
+    train_cfg: TrainConfig,
+    batch_size: int,
+    augment: EcgAugmentConfig | None,
+) -> EpochLoader:
+    """Random crops of ``part`` (shuffled, full batches only, in training), seeded by ``seed``;
+    with ``augment`` each item carries a second crop (the ECG-only partner)."""
+    dataset = ECGDataset(
+        data.store,
+        data.ids[part],
+        crop_samples=train_cfg.crop_samples,
+        seed=seed,
+        tabular=tab[part],
+        second_crop=augment is not None,
+    )
+    training = part == "train"
+    return EpochLoader(
+        dataset,
+        batch_size,
+        shuffle=training,
+        drop_last=training,
+        seed=seed,
+        num_workers=train_cfg.num_workers,
     )
 
 
@@ -351,51 +345,3 @@ def _val_loss(
             sums[key] += n * value.item()
         n_seen += n
     return {f"val_{k}": v / max(n_seen, 1) for k, v in sums.items()}
-
-
-def linear_probe(
-    encoder: nn.Module,
-    store: Any,
-    inputs: PretrainInputs,
-    train_ids: np.ndarray,
-    val_ids: np.ndarray,
-    cfg: PretrainConfig,
-    train_cfg: TrainConfig,
-    device: torch.device,
-) -> dict[str, Any]:
-    """One-vs-rest logistic regression on frozen, crop-averaged ECG embeddings.
-
-    Fitted on (a seeded subset of) the training records, scored by macro AUROC on the
-    validation records over labels with both classes in both sets. A collapsed encoder
-    (constant embeddings) scores about 0.5.
-    """
-    rng = np.random.default_rng(cfg.seed)
-    n_fit = min(cfg.probe_max_train, len(train_ids))
-    fit_ids = np.sort(rng.permutation(train_ids)[:n_fit])
-    codes = read_names(inputs.label_manifest, "code")
-    y_fit = read_targets(inputs.labels, fit_ids, codes)
-    y_val = read_targets(inputs.labels, val_ids, codes)
-
-    def embed(ids: np.ndarray) -> np.ndarray:
-        return embed_records(
-            encoder,
-            store,
-            ids,
-            train_cfg.crop_samples,
-            train_cfg.eval_crops,
-            batch_size=cfg.batch_size,
-            device=device,
-            desc="probe embed",
-        )
-
-    x_fit = embed(fit_ids)
-    probe = logistic_probe(x_fit, y_fit, embed(val_ids), y_val)
-    auroc, n_used = probe["val_auroc"], int(probe["n_labels"])
-    return {
-        "macro_auroc": auroc,
-        "n_labels": n_used,
-        "n_labels_skipped": len(codes) - n_used,
-        "n_fit": int(n_fit),
-        "n_val": len(val_ids),
-        "embedding_dim": int(x_fit.shape[1]),
-    }

@@ -20,36 +20,27 @@ from pipeline.losses import (
     objective_kwargs,
 )
 from pipeline.losses import objective_defaults as _defaults
+from pipeline.train.stage import LoopSettings
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
+class PretrainConfig(LoopSettings):
     """The ``pretrain`` config section (defaults: the schema's, checked by a test).
 
+    The training settings are :class:`pipeline.train.stage.LoopSettings`; here patience
+    counts epochs without a lower validation loss.
+
     Attributes:
-        seed: seeds weights, data order and crops.
-        epochs, batch_size, lr, weight_decay: AdamW training; ``epochs`` is the cap.
-        patience: early stop after this many epochs without a lower validation loss (0:
-            train to the cap).
-        schedule, warmup_epochs: per-step learning-rate schedule after a linear warm-up
-            (see :mod:`pipeline.train.schedule`).
         embed_dim: projector output E.
         projector_hidden: projector hidden width.
-        probe_max_train: training records embedded for the linear probe (bounds its cost).
+        probe_max_train: training records embedded for the collapse check (bounds its cost).
         objective: the stage-1 loss, one of :data:`pipeline.losses.OBJECTIVE_NAMES`.
         barlow_twins, vicreg, clip: keyword arguments of each objective's loss module;
             keys left out take the module's defaults (filled in here, so what is recorded
             is complete).
     """
 
-    seed: int = 0
-    epochs: int = 15
-    patience: int = 4
-    schedule: str = "cosine"
-    warmup_epochs: float = 1.0
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-3
+    patience: int = 4  # LoopSettings' field, pre-training's own default
     embed_dim: int = 128
     projector_hidden: int = 256
     probe_max_train: int = 1000

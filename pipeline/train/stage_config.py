@@ -10,22 +10,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline.supervised_settings import renamed_value
 from pipeline.train.engine import LoopConfig
-from pipeline.train.head_init import HeadFit
+from pipeline.train.head_fit import HeadFit
+from pipeline.train.stage import LoopSettings
 
 HEAD_BATCH = 256  # cached (record, crop) embeddings per step of a head fit
+HEAD_INITS = ("linear_fit", "random")
 
 
 @dataclass(frozen=True)
-class StageConfig:
+class StageConfig(LoopSettings):
     """A supervised stage's section; the defaults are the ``baselines`` section's.
 
+    The training settings (seed, epochs, patience, schedule, warmup_epochs, batch_size, lr,
+    weight_decay) are :class:`pipeline.train.stage.LoopSettings`; patience counts epochs
+    without a better validation macro AUROC.
+
     Attributes:
-        seed, batch_size, lr, weight_decay: AdamW training.
-        epochs: the epoch cap; patience: early stop after this many epochs without a
-            better validation macro AUROC (0: train to the cap).
-        schedule, warmup_epochs: per-step learning-rate schedule (cosine, onecycle or
-            constant) after a linear warm-up of this many epochs.
         freeze_blocks: first k encoder blocks frozen with the input projection (method).
         freeze_encoder: the whole encoder frozen (method_labs): the head then trains on
             cached embeddings.
@@ -33,9 +35,10 @@ class StageConfig:
             None = lr.
         head_hidden: hidden widths of the MLP head (method and signal-only).
         head_norm: standardise the head's input embedding (batch statistics, see
-            :mod:`pipeline.train.heads`).
-        head_init: "probe" fits the new head on the starting encoder's frozen embeddings
-            before end-to-end training (linear probe, then fine-tune); "random" does not.
+            :mod:`pipeline.models.heads`).
+        head_init: "linear_fit" fits the new head on the starting encoder's frozen
+            embeddings before end-to-end training (Kumar et al.'s linear probe, then
+            fine-tune); "random" does not. The old value "probe" still works, with a warning.
         head_init_epochs, head_init_lr, head_init_patience: that fit (cached embeddings,
             batches of ``HEAD_BATCH`` crops).
         head_refit: after end-to-end training, continue training the head alone on the
@@ -43,20 +46,12 @@ class StageConfig:
             validation macro AUROC beats the trained head's.
     """
 
-    seed: int = 0
-    epochs: int = 15
-    patience: int = 5
-    schedule: str = "cosine"
-    warmup_epochs: float = 1.0
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-3
     freeze_blocks: int = 0
     freeze_encoder: bool = False
     encoder_lr: float | None = None
     head_hidden: tuple[int, ...] = (128,)
     head_norm: bool = True
-    head_init: str = "probe"
+    head_init: str = "linear_fit"
     head_init_epochs: int = 100
     head_init_lr: float = 1e-2
     head_init_patience: int = 10
@@ -64,14 +59,10 @@ class StageConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "head_hidden", tuple(int(h) for h in self.head_hidden))
-        if self.head_init not in ("probe", "random"):
-            raise ValueError(f"head_init must be 'probe' or 'random', got {self.head_init!r}")
-
-    def loop(self, validate_start: bool = False) -> LoopConfig:
-        """The stage's own loop (end-to-end training, or the head of a frozen encoder)."""
-        return LoopConfig(
-            self.epochs, self.schedule, self.warmup_epochs, self.patience, validate_start
-        )
+        head_init = renamed_value("head_init", self.head_init, type(self).__name__)
+        if head_init not in HEAD_INITS:
+            raise ValueError(f"head_init must be one of {list(HEAD_INITS)}, got {head_init!r}")
+        object.__setattr__(self, "head_init", head_init)
 
     def head_fit(self, validate_start: bool = False) -> HeadFit:
         """The head warm start / refit on cached embeddings."""

@@ -1,13 +1,14 @@
 """Stages 2-3 and the baselines: one supervised trainer over the model registry.
 
-All models share :func:`pipeline.train.engine.fit` (the pre-training loop's sibling), a
-masked binary cross-entropy (missing lab targets ignored), a warm-up + cosine (or
-one-cycle) schedule, early stopping and best-epoch selection by validation macro AUROC
-over crop-averaged probabilities (Strodthoff et al. 2024). With ``head_init: probe`` the
-head is first fitted on the frozen starting encoder's cached embeddings, then the model
-is fine-tuned (Kumar et al. 2022); a stage whose encoder is frozen trains its head on the
-cached embeddings only. Every model finally reports a logistic-regression probe of its
-own frozen embedding next to its head's validation AUROC (the head should not lose).
+Every model is an instance of the stage template (:mod:`pipeline.train.stage`): its own
+parts are the model (:mod:`pipeline.train.model`) and its task (:class:`SupervisedTask`: a
+masked binary cross-entropy, missing lab targets ignored; best epoch by validation macro
+AUROC over crop-averaged probabilities, Strodthoff et al. 2024). With ``head_init:
+linear_fit`` the head is first fitted on the frozen starting encoder's cached embeddings
+(:class:`HeadWarmStart`), then the model is fine-tuned (Kumar et al. 2022); a stage whose
+encoder is frozen trains its head on the cached embeddings only
+(:mod:`pipeline.train.head_fit`). Every model finally reports the logistic reference of
+its own frozen embedding next to its head's validation AUROC (the head should not lose).
 The loss is the model's section's (:mod:`pipeline.train.supervised_loss`): the BCE, plus an
 L2-SP pull (``method_regularised``) or a distillation term towards a teacher's predictions
 (``distilled``; :mod:`pipeline.train.teacher`).
@@ -15,49 +16,24 @@ L2-SP pull (``method_regularised``) or a distillation term towards a teacher's p
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from pipeline.data.preprocessing import training_preprocessing
-from pipeline.io import atomic_path
+from pipeline.data.tabular import TabularArrays, TabularPreprocessor, tabular_inputs
+from pipeline.losses.masked_bce import masked_bce
 from pipeline.registry import spec as registered_spec
-from pipeline.tracking import TrackingConfig, stage_run
-from pipeline.train.checkpoint import stage_checkpoint
-from pipeline.train.data import (
-    Batch,
-    ECGDataset,
-    EpochLoader,
-    Mode,
-    open_store,
-    read_ids,
-    read_names,
-    read_targets,
-)
-from pipeline.train.embed import embed_crops
-from pipeline.train.engine import (
-    EpochCallback,
-    TrainConfig,
-    fit,
-    save_weights,
-    setup_runtime,
-    write_history,
-)
-from pipeline.train.head_init import (
-    HeadFit,
-    fit_head,
-    logistic_probe,
-    masked_bce,
-    refit_head,
-    training_summary,
-)
+from pipeline.train.data import Batch, EpochLoader, read_names, read_targets
+from pipeline.train.engine import FitResult, MetricSink, TrainConfig
+from pipeline.train.head_fit import HeadFit, fit_head, refit_head
+from pipeline.train.logistic_reference import logistic_reference
 from pipeline.train.model import (
     ModelSpec,
     SupervisedModel,
@@ -67,9 +43,16 @@ from pipeline.train.model import (
     predict_model,
 )
 from pipeline.train.predict import macro_auroc, predict_probs, write_predictions
+from pipeline.train.stage import (
+    StageRuntime,
+    fit_stage,
+    open_stage,
+    tracked_stage,
+    write_stage_dir,
+)
 from pipeline.train.stage_config import StageConfig
-from pipeline.train.supervised_loss import supervised_loss
-from pipeline.train.tabular import TabularArrays, TabularPreprocessor, tabular_inputs
+from pipeline.train.supervised_data import SupervisedData
+from pipeline.train.supervised_loss import SupervisedLoss, supervised_loss
 from pipeline.train.teacher import teacher_logits
 
 __all__ = [
@@ -120,7 +103,7 @@ class SupervisedInputs:
 
 @dataclass(frozen=True)
 class SupervisedResult:
-    """What a stage measured; ``probe_val_auroc`` is the logistic probe of its embedding."""
+    """What a stage measured; ``probe_val_auroc`` is the logistic reference on its embedding."""
 
     best_epoch: int
     best_val_auroc: float
@@ -135,6 +118,59 @@ def _forward(model: nn.Module, batch: Batch) -> torch.Tensor:
     return model(batch)
 
 
+class SupervisedTask:
+    """A supervised stage's own part of the loop: its loss per batch (the model's
+    :class:`SupervisedLoss`) and the validation macro AUROC over crop-averaged
+    probabilities."""
+
+    monitor = "val_auroc"
+    mode: Literal["min", "max"] = "max"
+
+    def __init__(
+        self,
+        loss_fn: SupervisedLoss,
+        val_loader: EpochLoader,
+        val_targets: np.ndarray,
+        device: torch.device,
+    ) -> None:
+        self.loss_fn = loss_fn
+        self.val_loader = val_loader
+        self.val_targets = val_targets
+        self.device = device
+
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.loss_fn(model, batch)
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        prob = predict_probs(model, self.val_loader, _forward, self.device)  # (N, T)
+        auroc, n_used = macro_auroc(self.val_targets, prob)
+        return {"val_auroc": auroc, "val_n_labels": float(n_used)}
+
+
+@dataclass(frozen=True)
+class HeadWarmStart:
+    """``head_init: linear_fit``: the head fitted on the starting encoder's cached
+    embeddings before end-to-end training (run only on a fresh start: a resumed run has it
+    in its checkpoint)."""
+
+    model: SupervisedModel
+    records: SupervisedData
+    name: str
+    run: MetricSink
+
+    def fit(self) -> None:
+        emb, targets = self.records.embeddings(self.model, self.name), self.records.targets
+        fitted = fit_head(
+            self.model.head,
+            (emb["train"], targets["train"]),
+            (emb["val"], targets["val"]),
+            self.records.cfg.head_fit(),
+            self.records.data.device,
+            desc=f"{self.name} head warm start",
+        )
+        self.run.log_metrics({"head_init_val_auroc": fitted.best_metric}, 0)
+
+
 def train_supervised(
     kind: str,
     inputs: SupervisedInputs,
@@ -142,12 +178,7 @@ def train_supervised(
     predictions: Path,
     cfg: StageConfig,
     model_cfg: Mapping[str, Any],
-    train_cfg: TrainConfig,
-    tracking: TrackingConfig,
-    *,
-    checkpoint_dir: Path | None = None,
-    threads: int | None = None,
-    on_epoch_end: EpochCallback | None = None,
+    runtime: StageRuntime,
 ) -> SupervisedResult:
     """Train one supervised model, write its model directory and test predictions.
 
@@ -156,15 +187,15 @@ def train_supervised(
         inputs: files to read (see :class:`SupervisedInputs`).
         model_dir: model.safetensors, model.json, history.tsv (written atomically).
         predictions: the test predictions npz.
-        cfg: the stage's config section; model_cfg: the ``model`` section (encoder sizes
-            of models trained from scratch); train_cfg, tracking: shared sections.
-        checkpoint_dir: where the resume checkpoint lives (None: no resume).
-        threads: the rule's threads; on_epoch_end: per-epoch callback (tests).
+        cfg: the model's settings; model_cfg: the ``model`` section (encoder sizes of
+            models trained from scratch).
+        runtime: the ``train`` section, MLflow, threads and resume checkpoint.
     """
     spec = registered_spec(kind)
-    device = setup_runtime(train_cfg, threads, cfg.seed)
-    store = open_store(inputs.shard_index)
-    ids = {p: read_ids(getattr(inputs, f"{p}_ids")) for p in ("train", "val", "test")}
+    id_files = {p: getattr(inputs, f"{p}_ids") for p in ("train", "val", "test")}
+    data = open_stage(runtime, cfg.seed, inputs.shard_index, id_files)
+    train_cfg = runtime.train
+    ids, device = data.ids, data.device
     names = read_names(inputs.target_names, "code" if spec.task == "diagnoses" else "target")
     if not names:
         raise ValueError(f"{inputs.target_names}: no targets to train {kind} on")
@@ -172,9 +203,9 @@ def train_supervised(
     prep, tab = _tabular(spec, inputs, ids)
     model = build_supervised(spec, cfg, model_cfg, len(names), prep, inputs.init_dir).to(device)
     # L2-SP's w0 is snapshotted here, before any step or resume, so it is the stage-1 encoder.
-    step = supervised_loss(model.encoder, cfg)
+    loss_fn = supervised_loss(model.encoder, cfg)
     optimizer = torch.optim.AdamW(
-        param_groups(model, cfg, step.l2sp is not None), weight_decay=cfg.weight_decay
+        param_groups(model, cfg, loss_fn.l2sp is not None), weight_decay=cfg.weight_decay
     )
     teacher = _teacher(spec, inputs, ids["train"], names, train_cfg, cfg.batch_size, device)
     log.info(
@@ -184,59 +215,14 @@ def train_supervised(
         *(len(v) for v in ids.values()),
         sum(p.numel() for p in model.parameters() if p.requires_grad),
     )
-
-    def loader(part: str, mode: Mode, shuffle: bool) -> EpochLoader:
-        ds = ECGDataset(
-            store,
-            ids[part],
-            crop_samples=train_cfg.crop_samples,
-            mode=mode,
-            eval_crops=train_cfg.eval_crops,
-            seed=cfg.seed,
-            tabular=tab[part],
-            targets=targets[part],
-            teacher=teacher if part == "train" and mode == "train" else None,
-        )
-        # drop_last in training: batch norm (tabular encoder) needs >= 2 samples per batch;
-        # shuffling per epoch still shows every record.
-        return EpochLoader(
-            ds,
-            cfg.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,
-            seed=cfg.seed,
-            num_workers=train_cfg.num_workers,
-        )
-
-    train_loader, val_loader = loader("train", "train", True), loader("val", "eval", False)
-
-    def validate(m: nn.Module) -> dict[str, float]:
-        auroc, n_used = macro_auroc(targets["val"], predict_probs(m, val_loader, _forward, device))
-        return {"val_auroc": auroc, "val_n_labels": float(n_used)}
-
-    def cache(part: str) -> np.ndarray:
-        return embed_crops(
-            model,
-            store,
-            ids[part],
-            train_cfg.crop_samples,
-            train_cfg.eval_crops,
-            batch_size=cfg.batch_size,
-            device=device,
-            tabular=tab[part],
-            forward=_embed,
-            desc=f"{kind} embed {part}",
-        )
+    records = SupervisedData(data, tab, targets, teacher, cfg, train_cfg)
+    train_loader = records.loader("train", "train", True)
+    task = SupervisedTask(loss_fn, records.loader("val", "eval", False), targets["val"], device)
 
     params = {kind: asdict(cfg), "model": dict(model_cfg), "train": asdict(train_cfg)}
-    config = {"stage": kind, **params}
-    ckpt = stage_checkpoint(checkpoint_dir, config, inputs.files(), train_cfg)
-    with stage_run(
-        tracking.tracking_uri, tracking.experiment, Path(tracking.results_dir), kind, params
-    ) as run:
-        emb: dict[str, np.ndarray] = {}
+    with tracked_stage(kind, params, inputs.files(), runtime) as (ckpt, run):
         if _head_only(model):  # frozen encoder: one encoder pass, then head epochs
-            emb = {p: cache(p) for p in ("train", "val")}
+            emb = records.embeddings(model, kind)
             head_cfg = HeadFit(cfg.loop(), cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.seed)
             result = fit_head(
                 model.head,
@@ -244,53 +230,31 @@ def train_supervised(
                 (emb["val"], targets["val"]),
                 head_cfg,
                 device,
-                loss_fn=masked_bce,
                 checkpoint=ckpt,
                 run=run,
                 desc=kind,
             )
-            if cfg.head_refit:  # the warm-start settings (higher rate) may still gain
-                refit_head(model.head, kind, emb, targets, cfg.head_fit(True), device, result, run)
         else:
-
-            def warm_start() -> None:
-                warm = {p: cache(p) for p in ("train", "val")}
-                fitted = fit_head(
-                    model.head,
-                    (warm["train"], targets["train"]),
-                    (warm["val"], targets["val"]),
-                    cfg.head_fit(),
-                    device,
-                    loss_fn=masked_bce,
-                    desc=f"{kind} head warm start",
-                )
-                run.log_metrics({"head_init_val_auroc": fitted.best_metric}, 0)
-
-            result = fit(
-                model,
-                optimizer,
-                train_loader,
-                step,
-                validate,
-                loop=cfg.loop(validate_start=cfg.head_init == "probe"),
-                monitor="val_auroc",
-                mode="max",
-                device=device,
+            linear_fit = cfg.head_init == "linear_fit"
+            warm = HeadWarmStart(model, records, kind, run)
+            result = fit_stage(
+                *(model, optimizer, train_loader, task, cfg.loop(validate_start=linear_fit)),
+                device,
                 checkpoint=ckpt,
                 run=run,
                 desc=kind,
-                on_epoch_end=on_epoch_end,
-                on_fresh_start=warm_start if cfg.head_init == "probe" else None,
+                on_epoch_end=runtime.on_epoch_end,
+                on_fresh_start=warm.fit if linear_fit else None,
             )
-            emb = {p: cache(p) for p in ("train", "val")}  # the final, selected encoder
-            if cfg.head_refit:
-                refit_head(model.head, kind, emb, targets, cfg.head_fit(True), device, result, run)
-        probe = logistic_probe(
+            emb = records.embeddings(model, kind)  # the final, selected encoder
+        if cfg.head_refit:  # the warm-start settings (higher rate) may still gain
+            refit_head(model.head, kind, emb, targets, cfg.head_fit(True), device, result, run)
+        reference = logistic_reference(
             emb["train"].mean(axis=1), targets["train"], emb["val"].mean(axis=1), targets["val"]
         )
-        prob = predict_probs(model, loader("test", "eval", False), _forward, device)
+        prob = predict_probs(model, records.loader("test", "eval", False), _forward, device)
         test_auroc, _ = macro_auroc(targets["test"], prob)
-        summary = training_summary(result, probe, test_auroc)
+        summary = training_summary(result, reference, test_auroc)
         run.log_metrics(summary, result.epochs_run)
         meta = model_meta(
             spec,
@@ -306,20 +270,14 @@ def train_supervised(
             ),
         )
         meta["training"] = summary
-        with atomic_path(model_dir) as tmp:
-            tmp.mkdir()
-            save_weights(tmp / "model.safetensors", model)
-            (tmp / "model.json").write_text(json.dumps(meta, indent=2))
-            write_history(tmp / "history.tsv", result.history)
+        write_stage_dir(model_dir, {"model.safetensors": model}, meta, result.history)
         write_predictions(predictions, ids["test"], prob, targets["test"], names, spec.task)
         run.log_artifact(Path(model_dir) / "history.tsv")
-    if ckpt is not None:
-        ckpt.clear()
     log.info(
-        "%s: best epoch %d of %d run, val macro AUROC %.4f (logistic probe of its frozen "
+        "%s: best epoch %d of %d run, val macro AUROC %.4f (logistic reference on its frozen "
         "embedding %.4f), test macro AUROC %.4f",
         *(kind, result.best_epoch, result.epochs_run, result.best_metric),
-        *(probe["val_auroc"], test_auroc),
+        *(reference["val_auroc"], test_auroc),
     )
     return SupervisedResult(
         result.best_epoch,
@@ -328,8 +286,26 @@ def train_supervised(
         result.history,
         result.resumed_at,
         result.epochs_run,
-        probe["val_auroc"],
+        reference["val_auroc"],
     )
+
+
+def training_summary(
+    result: FitResult, reference: Mapping[str, float], test_auroc: float
+) -> dict[str, float]:
+    """Scalars logged to MLflow and model.json: the head against the logistic reference
+    on the same frozen embedding (``probe_*``: the keys existing runs carry)."""
+    return {
+        "best_epoch": float(result.best_epoch),
+        "epochs_run": float(result.epochs_run),
+        "stopped_early": float(result.stopped_early),
+        "head_refit_epochs": float(result.head_refit_epochs),
+        "head_val_auroc": result.best_metric,
+        "probe_val_auroc": reference["val_auroc"],
+        "probe_n_labels": reference["n_labels"],
+        "head_minus_probe_val_auroc": result.best_metric - reference["val_auroc"],
+        "test_auroc": test_auroc,
+    }
 
 
 def _teacher(
@@ -359,11 +335,6 @@ def _teacher(
             batch_size=batch_size,
             device=device,
         )
-
-
-def _embed(model: nn.Module, batch: Batch) -> torch.Tensor:
-    assert isinstance(model, SupervisedModel)
-    return model.embed(batch)
 
 
 def _head_only(model: SupervisedModel) -> bool:

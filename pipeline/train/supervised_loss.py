@@ -1,6 +1,6 @@
 """The supervised stages' training loss, one object per model built from its config section.
 
-Every model minimises the masked multi-label BCE of :func:`pipeline.train.head_init.masked_bce`;
+Every model minimises the masked multi-label BCE of :func:`pipeline.losses.masked_bce`;
 two sections add a term:
 
 - ``method_regularised`` (``l2sp_alpha`` > 0): an L2-SP pull of the encoder's trainable
@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from pipeline.losses import L2SP, DistillationLoss
+from pipeline.losses.masked_bce import masked_bce
 from pipeline.train.data import Batch
-from pipeline.train.head_init import masked_bce
 from pipeline.train.stage_config import DistilledConfig, StageConfig, l2sp_alpha
 
 

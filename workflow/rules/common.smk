@@ -7,6 +7,7 @@ from snakemake.exceptions import WorkflowError
 
 from pipeline.registry import PLUGINS_ENV, PRETRAINED, plugin_modules
 from pipeline.registry import models as registered_models
+from pipeline.supervised_settings import supervised_settings
 
 # Rule scripts import `pipeline` from the repository root even where it is not
 # pip-installed (e.g. --sdm conda envs). We set, not require, this variable, and every job
@@ -260,6 +261,12 @@ def section(*keys, cfg=None):
     for key in keys:
         value = value[key]
     return _sorted(value)
+
+
+def model_settings(name, cfg=None):
+    """A supervised model's effective settings for `params:` (section ``name`` over the
+    shared ``supervised`` section, pipeline.supervised_settings), keys sorted."""
+    return _sorted(supervised_settings(config if cfg is None else cfg, name))
 
 
 def pretrain_section(cfg=None):

@@ -30,7 +30,8 @@ STAGE_SECTIONS = {"pretrain"} | {spec.section for spec in MODELS.values()}
 
 def _default_seed():
     """The seed all training stages of the default run share, or None where they differ."""
-    seeds = {config[name]["seed"] for name in STAGE_SECTIONS}
+    seeds = {config["pretrain"]["seed"]}
+    seeds |= {model_settings(name)["seed"] for name in STAGE_SECTIONS - {"pretrain"}}
     return seeds.pop() if len(seeds) == 1 else None
 
 
@@ -82,7 +83,7 @@ def seeded_benchmark(rule_name):
 
 def seeded_section(name):
     """Config section ``name`` (a training stage's) with its seed replaced by the study seed."""
-    base = pretrain_section() if name == "pretrain" else section(name)
+    base = pretrain_section() if name == "pretrain" else model_settings(name)
     return lambda wildcards: {**base, "seed": int(wildcards.seed)}
 
 

@@ -67,7 +67,7 @@ def swept_pretrain_section(wildcards):
 
 
 def swept_model_section(wildcards):
-    return section(MODELS[wildcards.model].section, cfg=VARIANT_CONFIG[wildcards.variant])
+    return model_settings(MODELS[wildcards.model].section, cfg=VARIANT_CONFIG[wildcards.variant])
 
 
 def swept_augment(wildcards):

@@ -26,7 +26,7 @@ rule train_model:
         gpu=0,  # a SLURM profile sets 1 (set-resources) for a GPU partition
     params:
         kind=lambda wc: wc.model,
-        stage=lambda wc: section(MODELS[wc.model].section),
+        stage=lambda wc: model_settings(MODELS[wc.model].section),
         model=section("model"),
         train=section("train"),
         checkpoint_dir=lambda wc: f"{R}/checkpoints/{wc.model}",

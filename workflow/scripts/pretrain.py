@@ -9,6 +9,7 @@ from pipeline.tracking import TrackingConfig
 from pipeline.train.augment import EcgAugmentConfig
 from pipeline.train.engine import TrainConfig
 from pipeline.train.pretrain import PretrainConfig, PretrainInputs, pretrain
+from pipeline.train.stage import StageRuntime
 
 setup_logging(snakemake.log[0])
 params = snakemake.params
@@ -20,9 +21,11 @@ pretrain(
     Path(snakemake.output[0]),
     PretrainConfig(**params.pretrain),
     params.model,
-    TrainConfig(**params.train),
-    TrackingConfig(**snakemake.config["mlflow"], results_dir=snakemake.config["results"]),
-    checkpoint_dir=Path(params.checkpoint_dir),
-    threads=snakemake.threads,
+    StageRuntime(
+        TrainConfig(**params.train),
+        TrackingConfig(**snakemake.config["mlflow"], results_dir=snakemake.config["results"]),
+        checkpoint_dir=Path(params.checkpoint_dir),
+        threads=snakemake.threads,
+    ),
     augment=None if augment is None else EcgAugmentConfig(**augment),
 )

@@ -11,6 +11,7 @@ from pipeline.logs import setup_logging
 from pipeline.registry import spec
 from pipeline.tracking import TrackingConfig
 from pipeline.train.engine import TrainConfig
+from pipeline.train.stage import StageRuntime
 from pipeline.train.stage_config import stage_config
 from pipeline.train.supervised import SupervisedInputs, train_supervised
 
@@ -23,8 +24,10 @@ train_supervised(
     Path(snakemake.output.predictions),
     stage_config(spec(params.kind).section, dict(params.stage)),
     params.model,
-    TrainConfig(**params.train),
-    TrackingConfig(**snakemake.config["mlflow"], results_dir=snakemake.config["results"]),
-    checkpoint_dir=Path(params.checkpoint_dir),
-    threads=snakemake.threads,
+    StageRuntime(
+        TrainConfig(**params.train),
+        TrackingConfig(**snakemake.config["mlflow"], results_dir=snakemake.config["results"]),
+        checkpoint_dir=Path(params.checkpoint_dir),
+        threads=snakemake.threads,
+    ),
 )

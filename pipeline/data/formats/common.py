@@ -32,7 +32,7 @@ from pipeline.data.leads import (
     match_leads,
 )
 from pipeline.data.wfdb_record import Record, RecordError
-from pipeline.schema import LEADS
+from pipeline.mimic_schema import LEADS
 
 #: longest excess over 10 s cut away (centred) instead of refusing the record
 PAD_TOLERANCE_S = 1.0

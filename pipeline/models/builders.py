@@ -1,4 +1,5 @@
-"""Map config names to model builders (config.yaml ``model.ecg_encoder`` / ``tabular_encoder``)."""
+"""The encoders' builders by config name (config.yaml ``model.ecg_encoder.name`` /
+``model.tabular_encoder.name``). The model registry is :mod:`pipeline.registry`."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ ECG_ENCODERS: dict[str, Callable[..., ECGEncoder]] = {"s4": ECGEncoder}
 TABULAR_ENCODERS: dict[str, Callable[..., TabularEncoder]] = {"mlp": TabularEncoder}
 
 
-def _split(cfg: Mapping[str, Any], registry: Mapping[str, Any], section: str) -> tuple[Any, dict]:
+def _split(cfg: Mapping[str, Any], builders: Mapping[str, Any], section: str) -> tuple[Any, dict]:
     kwargs = dict(cfg)
     name = kwargs.pop("name", None)
-    if name not in registry:
-        raise ValueError(f"{section}: unknown name {name!r}; known: {', '.join(sorted(registry))}")
-    return registry[name], kwargs
+    if name not in builders:
+        raise ValueError(f"{section}: unknown name {name!r}; known: {', '.join(sorted(builders))}")
+    return builders[name], kwargs
 
 
 def build_ecg_encoder(cfg: Mapping[str, Any]) -> ECGEncoder:
