@@ -29,6 +29,7 @@ validate(config, CONFIG_SCHEMA)
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/runs.smk"
 include: "workflow/rules/synthetic.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/shard.smk"
@@ -36,10 +37,8 @@ include: "workflow/rules/splits.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/common_study.smk"
 include: "workflow/rules/probe.smk"
 include: "workflow/rules/study.smk"
-include: "workflow/rules/common_sweep.smk"
 include: "workflow/rules/sweep.smk"
 include: "workflow/rules/export.smk"
 

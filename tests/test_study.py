@@ -17,11 +17,12 @@ MODELS = model_names()
 
 TEST_CONFIG = REPO / ".test/config.yaml"
 # Seeds 1 and 2 only: seed 0, the seed of every stage of the default run, is its models.
+# The pipeline's own rules serve the seeds' runs (results/study/seed<s>/).
 STUDY_RULES = {
-    "study_pretrain": 2,
-    "study_pretrain_ecg_only": 2,
-    "study_train_model": 2 * len(MODELS),  # every model x two seeds
-    "study_evaluate": 2 * len(MODELS),
+    "pretrain": 2,
+    "pretrain_ecg_only": 2,
+    "train_model": 2 * len(MODELS),  # every model x two seeds
+    "evaluate": 2 * len(MODELS),
     "study_table1": 1,
     "study": 1,
 }

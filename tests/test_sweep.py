@@ -14,68 +14,20 @@ from snakemake.utils import validate
 from pipeline.evaluation.evaluate import EvalConfig, evaluate_predictions
 from pipeline.evaluation.sweep import SweepOutputs, SweepRun, sweep_table
 from pipeline.registry import models
-from pipeline.variants import (
-    Variant,
-    apply_variant,
-    parse_variants,
-    repeats_default,
-    retrained,
-    variant_errors,
-)
+from pipeline.runs import Run, Stages, parse_variants, repeats_default, variant_errors
 from tests.snakemake_helpers import REPO, edited_config, planned_rules, snakemake
 
 TEST_CONFIG = REPO / ".test/config.yaml"
 SCHEMA_PATH = REPO / "workflow/schemas/config.schema.yaml"
 SCHEMA = yaml.safe_load(SCHEMA_PATH.read_text())
-MODELS = models()
+OBJECTIVES = SCHEMA["properties"]["pretrain"]["properties"]["objective"]["enum"]
+STAGES = Stages(models(), OBJECTIVES)
 
 
 def _config() -> dict:
     config: dict = {}
     validate(config, str(SCHEMA_PATH))
     return config
-
-
-@pytest.mark.parametrize(
-    ("settings", "encoders", "expected"),
-    [
-        ({"method_regularised.l2sp_alpha": 0.01}, [], ["method_regularised"]),
-        # the student only: its teacher (a baseline) is untouched
-        ({"distilled.mix": 0.25}, [], ["distilled"]),
-        # a shared section: both models on it, and stage 3 on the method's encoder
-        (
-            {"finetune_diagnoses.encoder_lr": 1e-4},
-            [],
-            ["method_diagnoses", "method_labs", "ssl_ecg_only"],
-        ),
-        # the baselines' section reaches the distilled student through its teacher
-        (
-            {"baselines.lr": 3e-4},
-            [],
-            ["signal_only", "multimodal_classification", "multimodal_labs", "distilled"],
-        ),
-        # stage 1: both encoders (pretrain_ecg_only takes pretrain's settings) and all on them
-        (
-            {"pretrain.barlow_twins.lambd": 0.05},
-            ["pretrain", "pretrain_ecg_only"],
-            ["method_diagnoses", "method_labs", "method_regularised", "ssl_ecg_only"],
-        ),
-        ({"pretrain_ecg_only.augment.noise_std": 0.1}, ["pretrain_ecg_only"], ["ssl_ecg_only"]),
-    ],
-)
-def test_a_variant_retrains_exactly_what_its_settings_reach(
-    settings: dict, encoders: list[str], expected: list[str]
-) -> None:
-    assert retrained(Variant("v", settings), MODELS) == (encoders, expected)
-
-
-def test_apply_variant_writes_nested_keys_without_touching_the_config() -> None:
-    config = _config()
-    before = json.dumps(config, sort_keys=True)
-    merged = apply_variant(config, Variant("v", {"pretrain.barlow_twins.lambd": 0.05}))
-    assert merged["pretrain"]["barlow_twins"]["lambd"] == 0.05
-    assert merged["pretrain"]["barlow_twins"]["eps"] == config["pretrain"]["barlow_twins"]["eps"]
-    assert json.dumps(config, sort_keys=True) == before
 
 
 @pytest.mark.parametrize(
@@ -94,7 +46,7 @@ def test_apply_variant_writes_nested_keys_without_touching_the_config() -> None:
 def test_a_bad_variant_is_named_with_its_key(variant: dict, expected: str) -> None:
     config = _config()
     config["sweep"]["variants"] = [variant]
-    errors = variant_errors(config, SCHEMA, MODELS)
+    errors = variant_errors(config, SCHEMA, STAGES)
     assert len(errors) == 1 and expected in errors[0], errors
 
 
@@ -104,10 +56,10 @@ def test_a_variant_equal_to_the_config_repeats_the_default_and_is_no_error() -> 
     config = _config()
     same = {"distilled.mix": config["distilled"]["mix"]}
     config["sweep"]["variants"] = [{"name": "a", "set": same}]
-    assert variant_errors(config, SCHEMA, MODELS) == []
+    assert variant_errors(config, SCHEMA, STAGES) == []
     (variant,) = parse_variants(config["sweep"]["variants"])
     assert repeats_default(config, variant)
-    assert not repeats_default(config, Variant("b", {"distilled.mix": 0.1}))
+    assert not repeats_default(config, Run("b", {"distilled.mix": 0.1}, "sweep"))
 
 
 def test_a_repeated_variant_name_is_an_error() -> None:
@@ -116,16 +68,16 @@ def test_a_repeated_variant_name_is_an_error() -> None:
         {"name": "a", "set": {"distilled.mix": 0.1}},
         {"name": "a", "set": {"distilled.mix": 0.2}},
     ]
-    assert variant_errors(config, SCHEMA, MODELS) == [
+    assert variant_errors(config, SCHEMA, STAGES) == [
         "sweep.variants[1] (a): the name is used twice"
     ]
 
 
 def test_the_shipped_grids_are_valid() -> None:
     config = _config()
-    assert variant_errors(config, SCHEMA, MODELS) == []
+    assert variant_errors(config, SCHEMA, STAGES) == []
     config["sweep"] = yaml.safe_load(TEST_CONFIG.read_text())["sweep"]
-    assert variant_errors(config, SCHEMA, MODELS) == []
+    assert variant_errors(config, SCHEMA, STAGES) == []
 
 
 # --- the table -------------------------------------------------------------------------
@@ -200,11 +152,12 @@ def test_sweep_table_refuses_a_variant_tested_on_other_records(tmp_path: Path) -
 
 # --- the workflow ----------------------------------------------------------------------
 # .test/config.yaml's three variants: the student, a shared stage-2 section, stage 1.
+# The pipeline's own rules, one job per stage a variant re-trains (its run's {run} prefix).
 SWEEP_RULES = {
-    "sweep_pretrain": 1,
-    "sweep_pretrain_ecg_only": 1,
-    "sweep_train_model": 1 + 3 + 4,
-    "sweep_evaluate": 1 + 3 + 4,
+    "pretrain": 1,
+    "pretrain_ecg_only": 1,
+    "train_model": 1 + 3 + 4,
+    "evaluate": 1 + 3 + 4,
     "sweep_table": 1,
     "sweep": 1,
 }
@@ -232,7 +185,7 @@ def test_adopting_a_variants_setting_drops_it_from_the_sweep(
     proc = snakemake(tiny_run, cfg, "-n", "sweep")
     assert "variant kd_mix0.25 (distilled.mix=0.25) equals the config" in proc.stdout + proc.stderr
     assert "sweep/kd_mix0.25" not in proc.stdout
-    assert planned_rules(proc)["sweep_train_model"] == SWEEP_RULES["sweep_train_model"] - 1
+    assert planned_rules(proc)["train_model"] == SWEEP_RULES["train_model"] - 1
 
 
 def test_a_bad_variant_stops_the_workflow_naming_it(tiny_run: Path, tmp_path: Path) -> None:

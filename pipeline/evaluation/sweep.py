@@ -26,7 +26,7 @@ from pipeline.evaluation.predictions import Predictions, check_paired, load_pred
 from pipeline.evaluation.report import fmt_range, load_evaluation, macro_point_and_boot
 from pipeline.io import atomic_path, write_text_atomic
 from pipeline.metrics import paired_difference, percentile_interval
-from pipeline.variants import DEFAULT
+from pipeline.runs import DEFAULT
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-# Evaluation of every registered model (pipeline/registry.py) on the test fold, then Table 1 and the report.
+# Evaluation of every registered model (pipeline/registry.py) on the test fold, once per
+# (run, model) the run re-trains; then the default run's Table 1 and report.
 # MLflow is only written to (child run per evaluation, the parent run for the report).
 
 
@@ -17,9 +18,9 @@ rule evaluate:
             labels={"model": "{model}"},
         ),
     log:
-        log("evaluate_{model}"),
+        log("evaluate_{model}", RUN),
     benchmark:
-        bench_tsv("evaluate_{model}")
+        bench_tsv("evaluate_{model}", RUN)
     wildcard_constraints:
         model="|".join(SUPERVISED),
     conda:
@@ -37,8 +38,8 @@ rule evaluate:
 
 rule report:
     input:
-        evaluations=expand(P["evaluation"], model=SUPERVISED),
-        predictions=expand(P["predictions"], model=SUPERVISED),
+        evaluations=expand(P["evaluation"], run="", model=SUPERVISED),
+        predictions=expand(P["predictions"], run="", model=SUPERVISED),
         label_manifest=P["label_manifest"],
         lab_target_manifest=P["lab_target_manifest"],
         probe_md=P["probe_md"],

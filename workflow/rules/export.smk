@@ -4,7 +4,7 @@
 
 rule export_model:
     input:
-        model_dir=P["model_dir"].format(model="method_labs"),
+        model_dir=path("model_dir", model="method_labs"),
         label_manifest=P["label_manifest"],
         lab_targets=P["lab_targets_selected"],
         table1_json=P["table1_json"],

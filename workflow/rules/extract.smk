@@ -6,7 +6,7 @@
 rule convert:
     input:
         # a function: the dataset root and relative path depend on the table
-        lambda wildcards: source_path(wildcards.table),
+        lambda wildcards: source_path(SRC, wildcards.table),
     output:
         P["parquet"],
     log:

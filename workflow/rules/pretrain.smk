@@ -1,6 +1,7 @@
 # Stage 1: joint-embedding pre-training of the ECG encoder against the tabular data
-# (pretrain.objective: Barlow Twins by default, VICReg or CLIP), and its ECG-only twin.
-# The resume checkpoint (results/checkpoints/pretrain/last.pt) is deliberately not an
+# (pretrain.objective: Barlow Twins by default, VICReg or CLIP), and its ECG-only version.
+# One job per run that re-trains the stage (runs.smk); the default run's at results/models/.
+# The resume checkpoint (results/{run}checkpoints/pretrain/last.pt) is deliberately not an
 # output: a killed job re-run continues from it; it is deleted when the stage succeeds.
 
 
@@ -16,9 +17,9 @@ rule pretrain:
     output:
         directory(P["pretrain_dir"]),
     log:
-        log("pretrain"),
+        log("pretrain", RUN),
     benchmark:
-        bench_tsv("pretrain")
+        bench_tsv("pretrain", RUN)
     conda:
         "../envs/pipeline.yaml"
     threads: 8  # capped at --cores locally; profiles set it per cluster
@@ -27,17 +28,17 @@ rule pretrain:
         runtime=240,
         gpu=0,  # a SLURM profile sets 1 (set-resources) for a GPU partition
     params:
-        pretrain=pretrain_section(),
-        model=section("model"),
-        train=section("train"),
-        checkpoint_dir=f"{R}/checkpoints/pretrain",
+        pretrain=setting("pretrain", "pretrain"),
+        model=setting("model", "pretrain"),
+        train=setting("train", "pretrain"),
+        checkpoint_dir=checkpoints("pretrain"),
     script:
         "../scripts/pretrain.py"
 
 
-# ssl_ecg_only's stage 1: the same rule, settings and objective, with a second augmented
+# ssl_ecg_only's stage 1: the same script, settings and objective, with a second augmented
 # crop of each ECG as the partner instead of the tabular data (no features read).
-use rule pretrain as pretrain_ecg_only with:
+rule pretrain_ecg_only:
     input:
         shard_index=P["shard_index"],
         labels=P["labels"],
@@ -47,9 +48,21 @@ use rule pretrain as pretrain_ecg_only with:
     output:
         directory(P["pretrain_ecg_only_dir"]),
     log:
-        log("pretrain_ecg_only"),
+        log("pretrain_ecg_only", RUN),
     benchmark:
-        bench_tsv("pretrain_ecg_only")
+        bench_tsv("pretrain_ecg_only", RUN)
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 8
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=0,
     params:
-        augment=section("pretrain_ecg_only", "augment"),
-        checkpoint_dir=f"{R}/checkpoints/pretrain_ecg_only",
+        pretrain=setting("pretrain", "pretrain_ecg_only"),
+        model=setting("model", "pretrain_ecg_only"),
+        train=setting("train", "pretrain_ecg_only"),
+        augment=setting("augment", "pretrain_ecg_only"),
+        checkpoint_dir=checkpoints("pretrain_ecg_only"),
+    script:
+        "../scripts/pretrain.py"

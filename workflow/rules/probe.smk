@@ -1,12 +1,15 @@
 # Linear probes of clinical knowledge in the frozen ECG encoders (pipeline.evaluation.probe),
 # side by side: untrained, the two stage-1 encoders (against tabular data; ECG only) and
-# every registered model whose entry says probe=True (probe_encoders in common_study.smk).
+# every registered model whose entry says probe=True, all of the default run.
 # The synthetic ground truth is read here only, and only when probe.ground_truth asks.
+
+# The encoders probed, by name (the untrained encoder needs no file).
+PROBED = {n: stage_dir("", n) for n in [*PRETRAINED, *(m for m in MODELS if MODELS[m].probe)]}
 
 
 rule probe:
     input:
-        **probe_encoders(),
+        **PROBED,
         shard_index=P["shard_index"],
         train_ids=ids("train"),
         val_ids=ids("val"),
@@ -15,7 +18,7 @@ rule probe:
         lab_targets=P["lab_targets"],
         lab_targets_selected=P["lab_targets_selected"],
         lab_target_manifest=P["lab_target_manifest"],
-        ground_truth=probe_ground_truth(),
+        ground_truth=[P["ground_truth"]] if probes_ground_truth(config) else [],
     output:
         md=report(P["probe_md"], caption="../report/probe.rst", category="Probe"),
         csv=report(P["probe_csv"], caption="../report/probe.rst", category="Probe"),
@@ -30,7 +33,7 @@ rule probe:
         runtime=120,
         gpu=0,
     params:
-        encoders=list(probe_encoders()),
+        encoders=list(PROBED),
         probe=section("probe"),
         model=section("model"),
         train=section("train"),

@@ -6,7 +6,7 @@ rule shard_ecg:
     input:
         cohort=P["cohort"],
         # the record list's source file, so a synthetic cohort is generated first
-        record_list=source_path("record_list"),
+        record_list=source_path(SRC, "record_list"),
     output:
         directory(P["shard_group"]),
     log:
@@ -31,7 +31,7 @@ rule shard_ecg:
 
 rule merge_shards:
     input:
-        shard_groups(),
+        expand(P["shard_group"], group=range(config["shard"]["n_groups"])),
     output:
         index=P["shard_index"],
         quarantine=P["quarantine"],

@@ -3,12 +3,12 @@ if config["source"]["synthetic"]:
 
     rule synthesize_cohort:
         output:
-            [source_path(t) for t in TABLES if t not in ("record_list", "patients", "edstays")],
+            [source_path(SRC, t) for t in TABLES if t not in ("record_list", "patients", "edstays")],
             f"{SRC['mimic_iv_ecg']}/machine_measurements.csv",
             directory(f"{SRC['mimic_iv_ecg']}/files"),
-            record_list=source_path("record_list"),
-            patients=source_path("patients"),
-            edstays=source_path("edstays"),
+            record_list=source_path(SRC, "record_list"),
+            patients=source_path(SRC, "patients"),
+            edstays=source_path(SRC, "edstays"),
             ground_truth=P["ground_truth"],
             done=P["synthetic_done"],
         log:

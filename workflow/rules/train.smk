@@ -1,8 +1,9 @@
 # Stages 2-3 and the baselines: one rule over the model registry (pipeline/registry.py),
-# one script, one training loop (pipeline.train). Each job writes P["model_dir"]
-# (model.safetensors, model.json, history.tsv) and P["predictions"] (test fold,
-# crop-averaged). Resume checkpoints live in results/checkpoints/<model>/ and are not
-# outputs; they are deleted when a stage succeeds.
+# one script, one training loop (pipeline.train), one job per (run, model) the run
+# re-trains (runs.smk). Each job writes P["model_dir"] (model.safetensors, model.json,
+# history.tsv) and P["predictions"] (test fold, crop-averaged). Resume checkpoints live in
+# results/{run}checkpoints/<model>/ and are not outputs; they are deleted when a stage
+# succeeds.
 
 
 rule train_model:
@@ -12,9 +13,9 @@ rule train_model:
         model_dir=directory(P["model_dir"]),
         predictions=P["predictions"],
     log:
-        log("train_{model}"),
+        log("train_{model}", RUN),
     benchmark:
-        bench_tsv("train_{model}")
+        bench_tsv("train_{model}", RUN)
     wildcard_constraints:
         model="|".join(MODELS),
     conda:
@@ -26,9 +27,9 @@ rule train_model:
         gpu=0,  # a SLURM profile sets 1 (set-resources) for a GPU partition
     params:
         kind=lambda wc: wc.model,
-        stage=lambda wc: model_settings(MODELS[wc.model].section),
-        model=section("model"),
-        train=section("train"),
-        checkpoint_dir=lambda wc: f"{R}/checkpoints/{wc.model}",
+        stage=setting("stage"),
+        model=setting("model"),
+        train=setting("train"),
+        checkpoint_dir=checkpoints(),
     script:
         "../scripts/train_supervised.py"

@@ -8,7 +8,7 @@ from pipeline.logs import setup_logging
 
 setup_logging(snakemake.log[0])
 inp, out = snakemake.input, snakemake.output
-# The three input lists follow params.runs row by row (sweep_files in common_sweep.smk).
+# The three input lists follow params.runs row by row (SWEEP_ROWS in sweep.smk).
 runs = [
     SweepRun(variant, model, Path(model_dir), Path(evaluation), Path(predictions))
     for (variant, model), model_dir, evaluation, predictions in zip(

@@ -1,0 +1,192 @@
+"""Runs as data (pipeline/runs.py): what a run re-trains, without starting Snakemake."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from pipeline.registry import PLUGINS_ENV, models
+from pipeline.runs import (
+    DEFAULT_RUN,
+    Plan,
+    Run,
+    Stages,
+    resolve,
+    study_rows,
+    study_runs,
+    sweep_rows,
+    sweep_runs,
+)
+from tests.snakemake_helpers import REPO
+
+SCHEMA_PATH = REPO / "workflow/schemas/config.schema.yaml"
+SCHEMA = yaml.safe_load(SCHEMA_PATH.read_text())
+OBJECTIVES = SCHEMA["properties"]["pretrain"]["properties"]["objective"]["enum"]
+STAGES = Stages(models(), OBJECTIVES)
+METHOD = ["pretrain", "pretrain_ecg_only", "method_diagnoses", "method_labs"]
+
+
+@lru_cache(maxsize=1)
+def _defaults() -> str:
+    config: dict = {}
+    validate(config, str(SCHEMA_PATH))  # the schema's defaults: config.yaml
+    return json.dumps(config)
+
+
+def _config() -> dict:
+    return json.loads(_defaults())
+
+
+def _retrained(settings: dict) -> set[str]:
+    return set(STAGES.retrained(_config(), Run("r", settings, "grid")))
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"method_regularised.l2sp_alpha": 0.01}, {"method_regularised"}),
+        # the student only: its teacher (a baseline) is untouched
+        ({"distilled.mix": 0.25}, {"distilled"}),
+        # a shared section: both models on it, and stage 3 on the method's encoder
+        (
+            {"finetune_diagnoses.encoder_lr": 1e-4},
+            {"method_diagnoses", "method_labs", "ssl_ecg_only"},
+        ),
+        # the baselines' section reaches the distilled student through its teacher
+        (
+            {"baselines.lr": 3e-4},
+            {"signal_only", "multimodal_classification", "multimodal_labs", "distilled"},
+        ),
+        # stage 1: both encoders (pretrain_ecg_only takes pretrain's settings) and all on them
+        (
+            {"pretrain.barlow_twins.lambd": 0.05},
+            {*METHOD, "method_regularised", "ssl_ecg_only"},
+        ),
+        ({"pretrain_ecg_only.augment.noise_std": 0.1}, {"pretrain_ecg_only", "ssl_ecg_only"}),
+        # an objective the config does not use: no stage reads its block
+        ({"pretrain.vicreg.var_weight": 30.0}, set()),
+        # switching objective reads the other block: both encoders and all on them
+        ({"pretrain.objective": "vicreg"}, {*METHOD, "method_regularised", "ssl_ecg_only"}),
+        # a setting equal to the config's changes nothing
+        ({"distilled.mix": 0.5}, set()),
+        # settings every stage reads (a future grid over model size)
+        ({"model.ecg_encoder.d_model": 32}, set(STAGES.nodes)),
+    ],
+)
+def test_a_run_retrains_exactly_what_its_settings_reach(settings: dict, expected: set) -> None:
+    assert _retrained(settings) == expected
+
+
+def test_the_default_run_retrains_nothing_and_owns_every_output() -> None:
+    plan = Plan.of(_config(), STAGES, [])
+    assert list(plan.runs) == [""] and plan.retrained[""] == ()
+    assert plan.owner("", "method_labs") == ""
+
+
+def test_a_study_seed_is_every_stages_seed_and_seed_0_is_the_default_run() -> None:
+    config = _config()
+    seed0, seed1, seed2 = study_runs(config, STAGES)
+    assert seed1.prefix == "study/seed1/" and seed1.name == "seed1"
+    assert seed1.overrides["pretrain.seed"] == 1 and seed1.overrides["distilled.seed"] == 1
+    assert "pretrain_ecg_only.seed" not in seed1.overrides  # it reads pretrain.seed
+    plan = Plan.of(config, STAGES, [seed0, seed1, seed2])
+    assert plan.retrained[seed0.prefix] == ()  # the default run stands for seed 0
+    assert plan.retrained[seed2.prefix] == STAGES.nodes
+    rows = study_rows([seed0, seed1], ["signal_only", "method_labs"])
+    assert [(run.name, m) for run, m in rows] == [
+        ("seed0", "signal_only"),
+        ("seed0", "method_labs"),
+        ("seed1", "signal_only"),
+        ("seed1", "method_labs"),
+    ]
+    assert plan.owner(seed0.prefix, "signal_only") == ""
+    assert plan.owner(seed1.prefix, "signal_only") == "study/seed1/"
+
+
+def test_a_stage_whose_seed_differs_is_its_only_study_retraining() -> None:
+    config = _config()
+    config["distilled"]["seed"] = 5  # the default run trains the student with seed 5
+    (seed0,) = study_runs(config | {"study": {"seeds": [0]}}, STAGES)
+    assert STAGES.retrained(config, seed0) == ("distilled",)
+
+
+def test_a_sweep_variants_stage_reads_its_upstream_from_the_run_that_trained_it() -> None:
+    config = _config()
+    config["sweep"]["variants"] = [
+        {"name": "lr", "set": {"finetune_diagnoses.encoder_lr": 1e-4}},
+        {"name": "mix", "set": {"distilled.mix": 0.25}},
+    ]
+    runs, warnings = sweep_runs(config, STAGES)
+    assert warnings == []
+    lr, mix = runs
+    plan = Plan.of(config, STAGES, runs)
+    # stage 3 of the variant starts from the variant's stage 2; stage 2 from the default
+    # run's stage-1 encoder, which the variant does not change
+    assert plan.owner(lr.prefix, "method_diagnoses") == "sweep/lr/"
+    assert plan.owner(lr.prefix, "pretrain") == ""
+    # the student's teacher is the default run's
+    assert plan.owner(mix.prefix, "multimodal_classification") == ""
+    rows = [(run.name, m) for run, m in sweep_rows(plan, runs)]
+    assert rows == [
+        ("default", "method_diagnoses"),
+        ("default", "method_labs"),
+        ("default", "distilled"),
+        ("default", "ssl_ecg_only"),
+        ("lr", "method_diagnoses"),
+        ("lr", "method_labs"),
+        ("lr", "ssl_ecg_only"),
+        ("mix", "distilled"),
+    ]
+
+
+def test_a_variant_that_reaches_nothing_is_left_out_with_a_warning() -> None:
+    config = _config()
+    config["sweep"]["variants"] = [
+        {"name": "same", "set": {"distilled.mix": config["distilled"]["mix"]}},
+        {"name": "unused", "set": {"pretrain.clip.temperature": 0.1}},
+    ]
+    runs, warnings = sweep_runs(config, STAGES)
+    assert runs == []
+    assert "variant same (distilled.mix=0.5) equals the config" in warnings[0]
+    assert "variant unused (pretrain.clip.temperature=0.1) reaches no stage" in warnings[1]
+
+
+def test_params_are_the_resolved_settings_with_keys_sorted() -> None:
+    # Snakemake compares params in written order: a reordered config must not re-train.
+    config = _config()
+    shuffled = json.loads(json.dumps(config))
+    shuffled["distilled"] = dict(reversed(list(config["distilled"].items())))
+    assert STAGES.settings(shuffled, "distilled") == STAGES.settings(config, "distilled")
+    assert list(STAGES.settings(config, "distilled")["stage"]) == sorted(config["distilled"])
+    run = Run("t", {"distilled.temperature": 4.0}, "sweep")
+    plan = Plan.of(config, STAGES, [run])
+    assert plan.settings(run.prefix, "distilled")["stage"]["temperature"] == 4.0
+    assert (
+        plan.settings("", "distilled")["stage"]["temperature"] == config["distilled"]["temperature"]
+    )
+    assert "vicreg" not in STAGES.settings(config, "pretrain")["pretrain"]
+    assert "augment" in STAGES.settings(config, "pretrain_ecg_only")
+
+
+def test_resolve_writes_nested_keys_without_touching_the_config() -> None:
+    config = _config()
+    before = json.dumps(config, sort_keys=True)
+    resolved = resolve(config, Run("v", {"pretrain.barlow_twins.lambd": 0.05}))
+    assert resolved["pretrain"]["barlow_twins"]["lambd"] == 0.05
+    assert resolved["pretrain"]["barlow_twins"]["eps"] == config["pretrain"]["barlow_twins"]["eps"]
+    assert json.dumps(config, sort_keys=True) == before
+    with pytest.raises(ValueError, match=r"pretrain\.epochs\.x: 'epochs' is not a config section"):
+        resolve(config, Run("v", {"pretrain.epochs.x": 1}))
+
+
+def test_a_plugin_model_is_reached_through_its_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PLUGINS_ENV, "tests.model_plugin")
+    stages = Stages(models(), OBJECTIVES)
+    extra = next(name for name in stages.models if name not in STAGES.models)
+    run = Run("r", {f"{stages.models[extra].section}.lr": 0.5}, "grid")
+    assert extra in stages.retrained(_config(), run)
+    assert DEFAULT_RUN.prefix == "" and run.prefix == "grid/r/"

@@ -1,0 +1,75 @@
+# The runs (pipeline/runs.py): the default run, `snakemake study`'s seeds and `snakemake
+# sweep`'s variants, each a name and the settings it overrides. One rule per stage serves
+# them all through the {run} wildcard (results/{run}models/...); a run re-trains only the
+# stages its settings reach (PLAN.retrained) and reads every other output (extraction,
+# shards, splits, untouched models) from the default run.
+import re
+
+from pipeline.registry import PRETRAINED
+from pipeline.runs import (
+    Plan,
+    Stages,
+    study_rows,
+    study_runs,
+    sweep_rows,
+    sweep_runs,
+    variant_errors,
+)
+
+_objectives = SCHEMA["properties"]["pretrain"]["properties"]["objective"]["enum"]
+STAGES = Stages(MODELS, _objectives)
+_errors = variant_errors(config, SCHEMA, STAGES)
+if _errors:
+    raise WorkflowError("invalid config:\n  " + "\n  ".join(f"config {e}" for e in _errors))
+STUDY_RUNS = study_runs(config, STAGES)
+SWEEP_RUNS, _left_out = sweep_runs(config, STAGES)
+for _warning in _left_out:
+    logger.warning(_warning)
+PLAN = Plan.of(config, STAGES, [*STUDY_RUNS, *SWEEP_RUNS])
+
+
+wildcard_constraints:
+    run="|".join(map(re.escape, PLAN.runs)),
+
+
+def stage_dir(run, node):
+    """Training stage ``node``'s directory (a stage-1 encoder's or a model's) as run ``run``
+    reads it: the run's own where it re-trains the stage, else the default run's."""
+    key = f"{node}_dir" if node in PRETRAINED else "model_dir"
+    return path(key, PLAN.owner(run, node), model=node)
+
+
+def run_files(key, rows):
+    """P[key] for every (run, model) row, from the run that trained that model."""
+    return [path(key, PLAN.owner(run.prefix, model), model=model) for run, model in rows]
+
+
+def setting(key, node=None):
+    """params: the run's ``key`` settings of stage ``node`` (None: the {model} wildcard)."""
+    return lambda wc: PLAN.settings(wc.run, node or wc.model)[key]
+
+
+def checkpoints(node=None):
+    """params: the run's resume-checkpoint directory of ``node`` (None: the {model})."""
+    return lambda wc: f"{R}/{wc.run}checkpoints/{node or wc.model}"
+
+
+def training_inputs(wildcards):
+    """train_model's named inputs (SupervisedInputs' fields) from the model's registry
+    entry: the task's targets, the tabular features where it (or its teacher) has any, the
+    directory its encoder starts from where it does not start from scratch, and its
+    teacher's model directory where it is distilled."""
+    spec, run = MODELS[wildcards.model], wildcards.run
+    inputs = {
+        "shard_index": P["shard_index"],
+        **{f"{part}_ids": ids(part) for part in ("train", "val", "test")},
+        **TASK_TARGETS[spec.task],
+    }
+    teacher = MODELS[spec.teacher] if spec.teacher is not None else None
+    if spec.tabular is not None or (teacher is not None and teacher.tabular is not None):
+        inputs |= {"features": P["features"], "feature_manifest": P["feature_manifest"]}
+    if spec.init is not None:
+        inputs["init_dir"] = stage_dir(run, spec.init)
+    if teacher is not None:
+        inputs["teacher_dir"] = stage_dir(run, teacher.name)
+    return inputs
