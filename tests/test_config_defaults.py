@@ -79,7 +79,7 @@ SECTIONS: dict[str, Callable[..., Any]] = {
 UNMAPPED = {
     "source": "dataset paths, resolved by the Snakefile",
     "study": "the seed list, expanded by the Snakefile",
-    "sweep": "the variant list, read by pipeline.variants (defaults in config.yaml = schema)",
+    "sweep": "the variant list, read by pipeline.runs (defaults in config.yaml = schema)",
     "model_registry": "plugin module names, exported to jobs by common.smk",
     "model": "a container of the two encoder sections",
     "pretrain_ecg_only": "a container of its augment section",
