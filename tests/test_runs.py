@@ -91,7 +91,9 @@ def test_a_study_seed_is_every_stages_seed_and_seed_0_is_the_default_run() -> No
     config = _config()
     seed0, seed1, seed2 = study_runs(config, STAGES)
     assert seed1.prefix == "study/seed1/" and seed1.name == "seed1"
-    assert seed1.overrides["pretrain.seed"] == 1 and seed1.overrides["distilled.seed"] == 1
+    assert seed1.overrides["pretrain.seed"] == 1 and seed1.overrides["supervised.seed"] == 1
+    resolved = resolve(config, seed1)  # every model reads the shared supervised seed
+    assert {STAGES.settings(resolved, m)["stage"]["seed"] for m in STAGES.models} == {1}
     assert "pretrain_ecg_only.seed" not in seed1.overrides  # it reads pretrain.seed
     plan = Plan.of(config, STAGES, [seed0, seed1, seed2])
     assert plan.retrained[seed0.prefix] == ()  # the default run stands for seed 0
@@ -161,7 +163,8 @@ def test_params_are_the_resolved_settings_with_keys_sorted() -> None:
     shuffled = json.loads(json.dumps(config))
     shuffled["distilled"] = dict(reversed(list(config["distilled"].items())))
     assert STAGES.settings(shuffled, "distilled") == STAGES.settings(config, "distilled")
-    assert list(STAGES.settings(config, "distilled")["stage"]) == sorted(config["distilled"])
+    stage = STAGES.settings(config, "distilled")["stage"]
+    assert list(stage) == sorted({**config["supervised"], **config["distilled"]})
     run = Run("t", {"distilled.temperature": 4.0}, "sweep")
     plan = Plan.of(config, STAGES, [run])
     assert plan.settings(run.prefix, "distilled")["stage"]["temperature"] == 4.0
@@ -190,3 +193,14 @@ def test_a_plugin_model_is_reached_through_its_settings(monkeypatch: pytest.Monk
     run = Run("r", {f"{stages.models[extra].section}.lr": 0.5}, "grid")
     assert extra in stages.retrained(_config(), run)
     assert DEFAULT_RUN.prefix == "" and run.prefix == "grid/r/"
+
+
+def test_a_shared_supervised_setting_reaches_every_model_that_does_not_override_it() -> None:
+    config = _config()
+    every = Run("bs", {"supervised.batch_size": 16}, "sweep")
+    assert STAGES.retrained(config, every) == tuple(STAGES.models)  # stage 1 untouched
+    own_lr = {m for m, spec in STAGES.models.items() if "lr" in config[spec.section]}
+    assert own_lr  # finetune_diagnoses states its own rate
+    shared_lr = Run("lr", {"supervised.lr": 5e-4}, "sweep")
+    reached = set(STAGES.retrained(config, shared_lr))
+    assert reached and not reached & own_lr

@@ -33,7 +33,10 @@ def _config() -> dict:
 @pytest.mark.parametrize(
     ("variant", "expected"),
     [
-        ({"name": "a", "set": {"distilled.tempreature": 1.0}}, "(a): distilled: Additional prop"),
+        (
+            {"name": "a", "set": {"distilled.tempreature": 1.0}},
+            "(a): distilled: Unevaluated properties are not allowed ('tempreature'",
+        ),
         ({"name": "a", "set": {"model.ecg_encoder.d_model": 8}}, "(a): model is not a training"),
         ({"name": "a", "set": {"distilled.mix": "half"}}, "(a): distilled.mix: 'half' is not"),
         ({"name": "default", "set": {"distilled.mix": 0.1}}, "(default): name must match"),
