@@ -9,6 +9,11 @@ import polars as pl
 import pytest
 import wfdb
 from scipy.stats import spearmanr
+from sklearn.linear_model import LogisticRegressionCV, RidgeCV
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GroupKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from synth_helpers import LEAD, make_cohort, median_beat, r_peaks
 
 from pipeline.mimic_schema import FS_HZ, TABLES
@@ -41,6 +46,7 @@ def measured(root: Path) -> pl.DataFrame:
             undetected += 1
             continue
         rr = np.diff(peaks) / FS_HZ
+        rr_cv = rr.std() / rr.mean()
         beat = median_beat(sig, peaks)
         a = int(0.25 * FS_HZ)
         win = beat[a + int(0.12 * FS_HZ) : a + int(min(0.55, 0.8 * np.median(rr)) * FS_HZ)]
@@ -53,12 +59,14 @@ def measured(root: Path) -> pl.DataFrame:
                 "study_id": study,
                 "rel_iii": rel,
                 "rel_avr": rel_avr,
-                "rr_cv_meas": rr.std() / rr.mean(),
+                "rr_cv_meas": rr_cv,
                 "t_amp_meas": t_lead.max(),
                 "t_peak_s": (0.12 + np.argmax(t_lead) / FS_HZ) / np.sqrt(np.median(rr)),
                 "qrs_meas_s": qrs.sum() / qrs.max() / FS_HZ,
                 "st_avf": beat[a + int(0.1 * FS_HZ), LEAD["aVF"]],
                 "st_v3": beat[a + int(0.1 * FS_HZ), LEAD["V3"]],
+                # median beat in 20 ms steps, rate and RR variability: a simple reader's input
+                "features": [*np.nan_to_num(beat[::10]).ravel(), 60 / np.median(rr), rr_cv],
             }
         )
     assert undetected <= 0.02 * gt.height, f"{undetected} of {gt.height} records without beats"
@@ -126,3 +134,29 @@ def test_st_elevation_in_the_ischaemic_territory(
     other = m.filter(~pl.col("ischaemia"))[lead]
     assert stemi.len() >= 3
     assert stemi.median() > other.median() + 0.08
+
+
+def test_waveform_carries_age_sex_anaemia_and_renal_signatures(measured: pl.DataFrame) -> None:
+    """The default world's weak signatures, read by a linear model from median beats.
+
+    Patient-grouped 5-fold cross-validated ridge / logistic fits on ~580 records. Measured
+    (seed 1): age r 0.53, Hb r 0.42, male AUC 0.93, CKD >= 3 AUC 0.71; the null world gives
+    0.12, 0.10, 0.59 and 0.53 (docs/synthetic_cohort.md). Deep networks on 10^5 ECGs reach
+    age r ~0.84, sex AUC 0.97, anaemia AUC 0.82-0.85 and CKD AUC 0.77.
+    """
+    x = np.array(measured["features"].to_list())
+    groups, cv = measured["subject_id"].to_numpy(), GroupKFold(5)
+
+    def ridge_r(y: np.ndarray) -> float:
+        model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(0, 4, 9)))
+        return float(np.corrcoef(cross_val_predict(model, x, y, cv=cv, groups=groups), y)[0, 1])
+
+    def auc(y: np.ndarray) -> float:
+        model = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=[1e-3, 1e-2, 0.1]))
+        score = cross_val_predict(model, x, y, cv=cv, groups=groups, method="decision_function")
+        return float(roc_auc_score(y, score))
+
+    assert ridge_r(measured["age"].to_numpy().astype(float)) > 0.4
+    assert ridge_r(measured["hemoglobin"].to_numpy()) > 0.28
+    assert auc(~measured["female"].to_numpy()) > 0.85
+    assert auc(measured["ckd_stage"].to_numpy() >= 3) > 0.63

@@ -27,15 +27,19 @@ from pipeline.mimic_schema import DATE_FORMAT, ECG, ED, HOSP, TABLES, TIMESTAMP_
 from pipeline.synth import codes as icd
 from pipeline.synth import tables
 from pipeline.synth.catalogue import LabItem, load_lab_items
+from pipeline.synth.coding import load_coding_rates, recode
 from pipeline.synth.ecg import ecg_params
 from pipeline.synth.encounters import Counters, assign_stay_ids, schedule_ecgs
 from pipeline.synth.labs import labevents_frame
 from pipeline.synth.physiology import simulate_stays, simulate_subjects
 from pipeline.synth.records import machine_measurements, record_list, write_records
+from pipeline.synth.signatures import add_signatures
 
 log = logging.getLogger(__name__)
 
 CHUNK_SUBJECTS = 400  # fixed: part of what the seed reproduces
+WORLDS = ("realistic", "null")
+_WORLD_STREAM = 1  # the realistic world's own draws: default_rng([seed, chunk, 1])
 MARKER = "SYNTHETIC_COHORT.txt"
 _GT_COLUMNS = (
     "study_id",
@@ -81,6 +85,9 @@ class SynthConfig:
         scale: multiplies n_subjects (10 for benchmark-size tables).
         extra_lab_draws: additional outpatient lab draws per stay (grows labevents only).
         write_waveforms: write the WFDB records (skip for table-only benchmarks).
+        world: "realistic" (cited ICD coding rates and weak ECG signatures of age, sex,
+            anaemia and renal disease) or "null" (the original generator, byte for byte:
+            the control in which the clinical data add nothing the codes do not carry).
     """
 
     seed: int = 0
@@ -88,8 +95,11 @@ class SynthConfig:
     scale: float = 1.0
     extra_lab_draws: int = 0
     write_waveforms: bool = True
+    world: str = "realistic"
 
     def __post_init__(self) -> None:
+        if self.world not in WORLDS:
+            raise ValueError(f"synthetic.world must be one of {WORLDS}, got {self.world!r}")
         if self.n_subjects < 1:
             raise ValueError(f"synthetic.n_subjects must be >= 1, got {self.n_subjects}")
         if not self.scale > 0:
@@ -222,6 +232,7 @@ def _generate(
 ) -> pl.DataFrame:
     ctr = Counters()
     gts = []
+    rates = load_coding_rates()
     chunks = _chunks(cfg.total_subjects)
     for index, start, size in progress(chunks, desc="synthetic cohort", unit="chunk"):
         rng = np.random.default_rng([cfg.seed, index])
@@ -231,6 +242,11 @@ def _generate(
         params = ecg_params(ecgs, rng)
         hosp = icd.hospital_codes(rng, stays)
         ed = icd.ed_codes(rng, stays, hosp)
+        if cfg.world == "realistic":
+            # Its own stream: patients, stays, labs and vitals stay those of the null world.
+            world_rng = np.random.default_rng([cfg.seed, index, _WORLD_STREAM])
+            params = add_signatures(params, ecgs, world_rng)
+            hosp, ed = recode(world_rng, stays, hosp, ed, rates)
         icd9 = stays["icd9"].to_numpy()
         dx = icd.code_rows(stays, hosp, stays["admitted"].to_numpy(), icd9)
         ed_dx = icd.code_rows(stays, ed, np.ones(stays.height, bool), icd9)

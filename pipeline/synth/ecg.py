@@ -120,6 +120,9 @@ def _waves(p: dict[str, float]) -> list[tuple[float, float, np.ndarray]]:
         st_vec = _TERRITORY[int(p["territory"])] * p["st_mv"]
         mid = 0.5 * (st_end + t_c)
         waves.append((mid, max((t_c - st_end) / 2.2, 0.02), st_vec))
+    if p.get("j_mv", 0.0) > 0:  # world "realistic": male J-point elevation in V1-V3
+        mid = 0.5 * (st_end + t_c)
+        waves.append((mid, max((t_c - st_end) / 2.2, 0.02), _TERRITORY[1] * p["j_mv"]))
     if p["u_amp"] > 0:
         waves.append((p["qt_s"] + 0.08, 0.035, t_dir * p["u_amp"] * amp))
     return waves
