@@ -59,7 +59,7 @@ def test_null_world_reproduces_the_original_generator(tmp_path: Path) -> None:
 
 
 def test_unknown_world_is_refused() -> None:
-    with pytest.raises(ValueError, match="synthetic.world"):
+    with pytest.raises(ValueError, match=r"synthetic\.world"):
         SynthConfig(world="ideal")
 
 
@@ -93,6 +93,7 @@ def coding_table(tmp_path_factory: pytest.TempPathFactory) -> pl.DataFrame:
         .unique("stay_id", keep="first")
         .with_columns(**TRUTH)
     )
+
     def read(table: str, root_dir: str, sub: str) -> pl.DataFrame:
         path = root / root_dir / sub / f"{table}.csv.gz"
         return pl.read_csv(path, schema=pl.Schema(TABLES[table].columns))

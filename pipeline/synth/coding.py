@@ -52,8 +52,10 @@ EXCESS: dict[str, Callable[[State], np.ndarray]] = {
     # AKI is a latent event; without it, chronic renal dysfunction is the near miss.
     "aki": lambda s: np.where(s["aki"], s["renal"], s["renal"] - 1.0) / 0.3,
 }
-STATE_COLUMNS = ("subject_id", "potassium", "sodium", "calcium", "hemoglobin", "female")
-STATE_COLUMNS += ("aki", "renal", "admitted", "ckd_stage")
+STATE_COLUMNS = (
+    *("subject_id", "potassium", "sodium", "calcium", "hemoglobin", "female"),
+    *("aki", "renal", "admitted", "ckd_stage"),
+)
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,8 @@ class CodingRate:
 def load_coding_rates() -> list[CodingRate]:
     """The coding table ``pipeline/resources/synth_coding.tsv`` (file order), validated."""
     text = resources.files("pipeline").joinpath("resources/synth_coding.tsv").read_text()
-    rows = csv.DictReader((ln for ln in text.splitlines() if not ln.startswith("#")), delimiter="\t")
+    lines = (ln for ln in text.splitlines() if not ln.startswith("#"))
+    rows = csv.DictReader(lines, delimiter="\t")
     out = []
     for r in rows:
         rate = CodingRate(
@@ -134,7 +137,8 @@ def recode(
         # history: the same patient has the condition at one of its other stays
         n_present = pl.DataFrame({"s": subject, "p": present}).select(pl.col("p").sum().over("s"))
         history = (n_present.to_series().to_numpy() - present.to_numpy()) > 0
-        rows = np.flatnonzero(s["admitted"]) if rate.setting == "admission" else np.arange(len(excess))
+        admission = rate.setting == "admission"
+        rows = np.flatnonzero(s["admitted"]) if admission else np.arange(len(excess))
         coded = rows[draw_coded(rng, excess[rows], history[rows], rate)]
         ckd_split = rng.random(coded.size) < 0.5
         for i, in_ckd in zip(coded, ckd_split, strict=True):

@@ -28,7 +28,9 @@ CARDIAC_AGE_SD = 10.5  # years: r(age, cardiac age) = 16 / sqrt(16^2 + 10.5^2) ~
 _LVH = {3: 0.4, 4: 0.7, 5: 1.0}  # LVH strength by CKD stage
 
 
-def add_signatures(params: pl.DataFrame, ecgs: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
+def add_signatures(
+    params: pl.DataFrame, ecgs: pl.DataFrame, rng: np.random.Generator
+) -> pl.DataFrame:
     """``params`` (one row per ECG, as ecg_params returns it) with the signatures added."""
     n = ecgs.height
     g = {c: ecgs[c].to_numpy() for c in ("age", "female", "hemoglobin", "ckd_stage")}
