@@ -84,7 +84,9 @@ def imbalance(cohort: Path, labels: Path, fold: dict[int, int], n_folds: int = 2
 def test_folds_are_patient_grouped_complete_and_seeded(inputs, tmp_path) -> None:
     cohort, labels = inputs
     folds = folds_of(cohort, labels, tmp_path / "a.parquet", cfg())
-    assert folds.schema == pl.Schema({"subject_id": pl.Int64, "fold": pl.Int32})
+    assert folds.schema == pl.Schema(
+        {"subject_id": pl.Int64, "fold": pl.Int32, "label_rank": pl.Float64}
+    )
     subjects = pl.read_parquet(cohort)["subject_id"].unique()
     assert folds["subject_id"].n_unique() == folds.height  # no subject in two folds
     assert set(folds["subject_id"]) == set(subjects)
@@ -100,7 +102,7 @@ def test_folds_are_patient_grouped_complete_and_seeded(inputs, tmp_path) -> None
 def test_stratification_beats_a_random_group_split(inputs, tmp_path) -> None:
     cohort, labels = inputs
     folds = folds_of(cohort, labels, tmp_path / "f.parquet", cfg())
-    ours = imbalance(cohort, labels, dict(folds.iter_rows()))
+    ours = imbalance(cohort, labels, dict(folds.select("subject_id", "fold").iter_rows()))
     subjects = folds["subject_id"].to_numpy()
     random_scores = []
     for seed in range(5):
@@ -127,7 +129,7 @@ def test_user_split_file_is_used_and_validated(inputs, tmp_path) -> None:
     ]:
         writer(pl.concat([user, extra]), tmp_path / name)
         folds = folds_of(cohort, labels, tmp_path / "o.parquet", cfg(file=str(tmp_path / name)))
-        assert folds.equals(user.cast({"fold": pl.Int32}))  # extra subject ignored
+        assert folds.drop("label_rank").equals(user.cast({"fold": pl.Int32}))  # extra ignored
 
     bad = {
         "missing.csv": (user.slice(1), "1 cohort subject"),
@@ -167,7 +169,7 @@ def test_stage_ids_first_in_stay_and_shard_filter(inputs, tmp_path) -> None:
     out = {p: tmp_path / f"{p}_ids.parquet" for p in ("train", "val", "test")}
     counts = stage_ids(folds, cohort, index, out, c)
 
-    fold_of = dict(pl.read_parquet(folds).iter_rows())
+    fold_of = dict(pl.read_parquet(folds, columns=["subject_id", "fold"]).iter_rows())
     first = dict(zip(ecgs["study_id"], ecgs["first_in_stay"], strict=True))
     subject = dict(zip(ecgs["study_id"], ecgs["subject_id"], strict=True))
     roles = {"train": set(range(16)), "val": {16, 17}, "test": {19}}

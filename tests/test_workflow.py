@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from pipeline.evaluation.table1 import approaches
-from pipeline.registry import model_names
+from pipeline.registry import model_names, spec
 from tests.snakemake_helpers import REPO, edited_config, planned_rules, snakemake
 
 TEST_CONFIG = REPO / ".test/config.yaml"
@@ -27,6 +27,7 @@ TEST_CONFIG = REPO / ".test/config.yaml"
 SPLIT_DEPENDENT = {
     "make_splits",
     "stage_ids",
+    "label_subset",
     "select_lab_targets",
     "pretrain",
     "pretrain_ecg_only",
@@ -99,6 +100,18 @@ def test_stage_setting_edit_reruns_that_stage_and_downstream(
     planned = planned_rules(snakemake(finished_run, cfg, "-n"))
     assert set(planned) == {"train_model", "evaluate", "report", "export_model", "all"}
     assert planned["train_model"] == planned["evaluate"] == 1  # method_labs only
+
+
+def test_label_fraction_edit_reruns_only_the_label_trained_models(
+    finished_run: Path, tmp_path: Path
+) -> None:
+    cfg = edited_config(tmp_path / "edited.yaml", TEST_CONFIG, {"label_fraction": 0.5})
+    planned = planned_rules(snakemake(finished_run, cfg, "-n"))
+    # no re-split, no re-shard, no stage 1: the subset and what trains on diagnoses
+    assert {"label_subset", "train_model", "evaluate"} <= set(planned)
+    assert not set(planned) & {"make_splits", "stage_ids", "shard_ecg", "pretrain"}
+    diagnoses = [m for m in model_names() if spec(m).task == "diagnoses"]
+    assert len(diagnoses) <= planned["train_model"] < len(model_names())
 
 
 @pytest.mark.parametrize(

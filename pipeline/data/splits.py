@@ -22,6 +22,7 @@ import polars as pl
 
 from pipeline.config_checks import split_role_errors
 from pipeline.data.checks import require
+from pipeline.data.label_subset import RANK_BLOCKS, ranks_from_blocks
 from pipeline.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -256,26 +257,49 @@ def make_splits(cohort: Path, labels: Path, out: Path, cfg: SplitConfig) -> Spli
         f"{subjects.height} cohort subjects cannot fill splits.n_folds={cfg.n_folds} folds; "
         "lower splits.n_folds or use a larger cohort",
     )
+    units, attrs, n_labels = _unit_attributes(cohort, labels, subjects, cfg)
     if cfg.file:
         folds = _read_split_file(Path(cfg.file), subjects["subject_id"], cfg.n_folds)
-        source, n_labels = Path(cfg.file).name, 0
+        source, n_labels_report = Path(cfg.file).name, 0
     else:
-        units, attrs, n_labels = _unit_attributes(cohort, labels, subjects, cfg)
         fold = iterative_stratification(units, attrs, subjects.height, cfg.n_folds, cfg.seed)
         folds = pl.DataFrame({"subject_id": subjects["subject_id"], "fold": fold})
-        source = "stratified"
+        source, n_labels_report = "stratified", n_labels
     folds = folds.cast(FOLDS_SCHEMA).sort("subject_id")  # type: ignore[arg-type]
+    folds = folds.join(_ranks(subjects, folds, units, attrs, cfg), on="subject_id")
     assert not folds["subject_id"].is_duplicated().any(), "a subject in two folds"
     assert folds.height == subjects.height, "a cohort subject without a fold"
     with atomic_path(out, suffix=".parquet") as tmp:
         folds.write_parquet(tmp)
     sizes = np.bincount(folds["fold"].to_numpy(), minlength=cfg.n_folds)
-    report = SplitReport(subjects.height, n_records, n_labels, source, tuple(sizes.tolist()))
+    report = SplitReport(subjects.height, n_records, n_labels_report, source, tuple(sizes.tolist()))
     log.info(
         "%d subjects (%d ECGs) in %d folds (%s), subjects per fold %d-%d",
         report.n_subjects, n_records, cfg.n_folds, source, sizes.min(), sizes.max(),
     )  # fmt: skip
     return report
+
+
+def _ranks(
+    subjects: pl.DataFrame,
+    folds: pl.DataFrame,
+    units: np.ndarray,
+    attrs: np.ndarray,
+    cfg: SplitConfig,
+) -> pl.DataFrame:
+    """subject_id, label_rank (pipeline.data.label_subset; null outside the train folds)."""
+    fold = subjects.select("subject_id").join(folds, on="subject_id", how="left")["fold"]
+    train = fold.is_in(list(cfg.train_folds)).fill_null(False).to_numpy()
+    index = np.cumsum(train) - 1  # unit -> index among the training units
+    pairs = train[units]
+    block = iterative_stratification(
+        index[units[pairs]], attrs[pairs], int(train.sum()), RANK_BLOCKS, cfg.seed
+    )
+    ranks = np.full(train.size, np.nan)
+    ranks[train] = ranks_from_blocks(block, cfg.seed)
+    return pl.DataFrame({"subject_id": subjects["subject_id"], "label_rank": ranks}).with_columns(
+        pl.col("label_rank").fill_nan(None)
+    )
 
 
 def stage_ids(

@@ -50,6 +50,7 @@ P = {
     # splits and the per-stage id lists that training reads
     "folds": f"{R}/splits/folds.parquet",
     "ids": f"{R}/splits/{{part}}_ids.parquet",
+    "train_labelled_ids": f"{R}/splits/train_labelled_ids.parquet",  # label_fraction
     "lab_targets_selected": f"{R}/splits/lab_targets_selected.tsv",
     # models of a run (the default run's at results/models/...)
     "pretrain_dir": f"{R}/{RUN}models/pretrain",

@@ -65,6 +65,8 @@ def training_inputs(wildcards):
         **{f"{part}_ids": ids(part) for part in ("train", "val", "test")},
         **TASK_TARGETS[spec.task],
     }
+    if spec.task == "diagnoses":  # label_fraction: only the labelled training subjects
+        inputs["train_ids"] = P["train_labelled_ids"]
     teacher = MODELS[spec.teacher] if spec.teacher is not None else None
     if spec.tabular is not None or (teacher is not None and teacher.tabular is not None):
         inputs |= {"features": P["features"], "feature_manifest": P["feature_manifest"]}

@@ -46,6 +46,26 @@ rule stage_ids:
         "../scripts/stage_ids.py"
 
 
+rule label_subset:
+    input:
+        train=ids("train"),
+        folds=P["folds"],
+        cohort=P["cohort"],
+    output:
+        P["train_labelled_ids"],
+    log:
+        log("label_subset"),
+    conda:
+        "../envs/pipeline.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        fraction=config["label_fraction"],
+    script:
+        "../scripts/label_subset.py"
+
+
 rule select_lab_targets:
     input:
         lab_targets=P["lab_targets"],
