@@ -58,9 +58,10 @@ def test_null_world_reproduces_the_original_generator(tmp_path: Path) -> None:
     assert all(real[k] != NULL_DIGESTS[k] for k in NULL_DIGESTS)
 
 
-def test_unknown_world_is_refused() -> None:
+def test_unknown_world_is_refused_and_yaml_null_is_null() -> None:
     with pytest.raises(ValueError, match=r"synthetic\.world"):
         SynthConfig(world="ideal")
+    assert SynthConfig(world=None).world == "null"  # `world: null` unquoted in YAML
 
 
 # --- coding sensitivity and PPV on the default world at scale 1 ---------------------------

@@ -95,9 +95,11 @@ class SynthConfig:
     scale: float = 1.0
     extra_lab_draws: int = 0
     write_waveforms: bool = True
-    world: str = "realistic"
+    world: str | None = "realistic"
 
     def __post_init__(self) -> None:
+        if self.world is None:  # YAML reads an unquoted `world: null` as None
+            object.__setattr__(self, "world", "null")
         if self.world not in WORLDS:
             raise ValueError(f"synthetic.world must be one of {WORLDS}, got {self.world!r}")
         if self.n_subjects < 1:
