@@ -70,8 +70,9 @@ def test_each_label_keeps_its_rate_across_fractions(subsets: dict) -> None:
         rates[f] = sub.select(pl.col("^L\\d+$").mean()).row(0)
     full = np.array(rates[1.0])
     for f in FRACTIONS[:-1]:
-        # balanced blocks: even the 10 % subset (~120 subjects) tracks every label
-        assert np.abs(np.array(rates[f]) - full).max() < 0.05, (f, rates[f], full)
+        # balanced blocks: even the 10 % subset (~120 subjects) tracks every label (max
+        # deviation 0.026 measured; random 10 % subsets: median 0.053)
+        assert np.abs(np.array(rates[f]) - full).max() < 0.035, (f, rates[f], full)
 
 
 def test_label_fraction_outside_range_or_too_small_is_refused(subsets: dict, tmp_path) -> None:
