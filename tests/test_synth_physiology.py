@@ -140,7 +140,7 @@ def test_waveform_carries_age_sex_anaemia_and_renal_signatures(measured: pl.Data
     """The default world's weak signatures, read by a linear model from median beats.
 
     Patient-grouped 5-fold cross-validated ridge / logistic fits on ~580 records. Measured
-    (seed 1): age r 0.53, Hb r 0.42, male AUC 0.93, CKD >= 3 AUC 0.71; the null world gives
+    (seed 1): age r 0.53, Hb r 0.40, male AUC 0.93, CKD >= 3 AUC 0.66; the null world gives
     0.12, 0.10, 0.59 and 0.53 (docs/synthetic_cohort.md). Deep networks on 10^5 ECGs reach
     age r ~0.84, sex AUC 0.97, anaemia AUC 0.82-0.85 and CKD AUC 0.77.
     """

@@ -26,6 +26,7 @@ import polars as pl
 
 CARDIAC_AGE_SD = 10.5  # years: r(age, cardiac age) = 16 / sqrt(16^2 + 10.5^2) ~ 0.84
 _LVH = {3: 0.4, 4: 0.7, 5: 1.0}  # LVH strength by CKD stage
+VOLTAGE_MAX = 1.6  # the null world's largest amplitude factor (tiny cohort: 1.59)
 
 
 def add_signatures(
@@ -45,7 +46,10 @@ def add_signatures(
     # QTc shifts (s): age, anaemia, LVH; QT = QTc sqrt(RR) re-expressed at the new rate.
     dqtc = 0.005 * a + 0.005 * hb_deficit + 0.012 * lvh
     qt = np.clip(p["qt_s"] / np.sqrt(rr_old) * np.sqrt(rr) + dqtc * np.sqrt(rr), 0.24, 0.64)
-    voltage = p["voltage"] * np.exp(-0.07 * a + 0.12 * male + 0.25 * lvh)
+    # Centred on the sexes and capped at the null world's largest voltage, so the +-3 mV
+    # input clip (shard.clip_mv) touches no more records than in the null world.
+    sex_v = 0.06 * male - 0.06 * g["female"].astype(bool)
+    voltage = np.minimum(p["voltage"] * np.exp(-0.07 * a + sex_v + 0.15 * lvh), VOLTAGE_MAX)
     t_amp = p["t_amp"] * np.exp(-0.08 * a + 0.15 * male - 0.08 * hb_deficit - 0.3 * lvh)
     sinus = ~p["af"].astype(bool)
     rr_cv = np.where(sinus, p["rr_cv"] * np.exp(-0.35 * a), p["rr_cv"])
