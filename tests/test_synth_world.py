@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.schema import TABLES
+from pipeline.mimic_schema import TABLES
 from pipeline.synth import SynthConfig, synthesize_cohort
 from pipeline.synth.catalogue import ICD10_TO_ICD9
 from pipeline.synth.coding import load_coding_rates
