@@ -1,8 +1,9 @@
-"""Atomic file writes: outputs appear complete or not at all."""
+"""File helpers: atomic writes (outputs appear complete or not at all), modes, digests."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -53,3 +54,15 @@ def umask_mode() -> int:
     mask = os.umask(0)
     os.umask(mask)  # reading the umask means setting it: put it back at once
     return 0o666 & ~mask
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes (what ``sha256sum`` prints), read in 1 MiB blocks.
+
+    A loop rather than ``hashlib.file_digest``, which needs Python 3.11 (we support 3.10).
+    """
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

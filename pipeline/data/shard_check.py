@@ -18,7 +18,6 @@ what the index expects, what was found and the command that rebuilds the shard g
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from pipeline.io import file_sha256
 from pipeline.stops import ExpectedStop
 
 log = logging.getLogger(__name__)
@@ -52,12 +52,6 @@ class ShardEntry:
 
     size: int  # bytes
     sha256: str  # hex digest
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes (equal to ``sha256sum``)."""
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def describe(path: Path) -> ShardEntry:

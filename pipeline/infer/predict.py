@@ -34,7 +34,7 @@ import polars as pl
 
 from pipeline.infer.bundle import BACKENDS, ONNX_FILE, WEIGHTS_FILE, Bundle, Scorer
 from pipeline.infer.records import RecordRef, load_batch
-from pipeline.io import atomic_path, write_text_atomic
+from pipeline.io import atomic_path, file_sha256, write_text_atomic
 from pipeline.logs import progress
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def _fingerprint(refs: Sequence[RecordRef], bundle: Bundle, cfg: PredictConfig) 
         h.update(f"{r.key}\0{r.spec}\0".encode())  # --fs / --leads change array records
     h.update((bundle.model_dir / "model.json").read_bytes())
     scored_by = ONNX_FILE if cfg.backend == "onnx" else WEIGHTS_FILE
-    h.update((bundle.model_dir / scored_by).read_bytes())
+    h.update(file_sha256(bundle.model_dir / scored_by).encode())  # streamed, not loaded
     h.update(json.dumps([cfg.chunk_records, cfg.embedding, cfg.backend]).encode())
     return h.hexdigest()
 

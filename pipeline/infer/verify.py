@@ -21,8 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from pipeline.data.preprocessing import Preprocessing
-from pipeline.data.shard_check import file_sha256
-from pipeline.io import atomic_path, umask_mode
+from pipeline.io import atomic_path, file_sha256, umask_mode
 from pipeline.manifests import manifest_column
 from pipeline.stops import ExpectedStop
 
