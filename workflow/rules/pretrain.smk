@@ -22,7 +22,8 @@ rule pretrain:
         bench_tsv("pretrain", RUN)
     conda:
         "../envs/pipeline.yaml"
-    threads: 8  # capped at --cores locally; profiles set it per cluster
+    threads: training_threads("pretrain")  # train.num_threads, or 8 capped at --cores
+    priority: training_priority("pretrain")
     resources:
         mem_mb=8000,
         runtime=240,
@@ -53,7 +54,8 @@ rule pretrain_ecg_only:
         bench_tsv("pretrain_ecg_only", RUN)
     conda:
         "../envs/pipeline.yaml"
-    threads: 8
+    threads: training_threads("pretrain_ecg_only")
+    priority: training_priority("pretrain_ecg_only")
     resources:
         mem_mb=8000,
         runtime=240,

@@ -27,7 +27,8 @@ rule probe:
         log("probe"),
     conda:
         "../envs/pipeline.yaml"
-    threads: 8  # capped at --cores locally
+    threads: config["train"]["num_threads"] or 8  # as training's (runs.smk)
+    priority: 1  # it waits on every probed encoder: not last and alone on few cores
     resources:
         mem_mb=8000,
         runtime=120,

@@ -5,7 +5,7 @@
 # shards, splits, untouched models) from the default run.
 import re
 
-from pipeline.registry import PRETRAINED
+from pipeline.registry import PRETRAINED, waiting_depth
 from pipeline.runs import (
     Plan,
     Stages,
@@ -47,6 +47,18 @@ def run_files(key, rows):
 def setting(key, node=None):
     """params: the run's ``key`` settings of stage ``node`` (None: the {model} wildcard)."""
     return lambda wc: PLAN.settings(wc.run, node or wc.model)[key]
+
+
+def training_threads(node=None):
+    """threads: the cores a training job reserves, the run's train.num_threads (torch's
+    threads too; 1 by default, so two jobs share 2 cores), or 8 (capped at --cores; a
+    profile's set-threads wins) where it is 0."""
+    return lambda wc: PLAN.settings(wc.run, node or wc.model)["train"]["num_threads"] or 8
+
+
+def training_priority(node=None):
+    """priority: stages others wait on start first (pipeline.registry.waiting_depth)."""
+    return lambda wc: waiting_depth(node or wc.model, MODELS)
 
 
 def checkpoints(node=None):

@@ -20,7 +20,8 @@ rule train_model:
         model="|".join(MODELS),
     conda:
         "../envs/pipeline.yaml"
-    threads: 8  # capped at --cores locally; profiles set it per cluster
+    threads: training_threads()  # train.num_threads, or 8 capped at --cores; profiles set it
+    priority: training_priority()
     resources:
         mem_mb=8000,
         runtime=240,
