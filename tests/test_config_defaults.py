@@ -115,6 +115,9 @@ DELIBERATE = {
     "model.ecg_encoder.d_model": "configs/mimic.yaml",
     "model.ecg_encoder.n_layers": "configs/mimic.yaml",
     "model.ecg_encoder.dropout": "configs/mimic.yaml",
+    # TrainConfig() keeps the rule's (or torch's) threads; the schema's 1 thread per training
+    # job suits the small default models on few cores (two jobs side by side on 2 cores).
+    "train.num_threads": "configs/mimic.yaml",
 }
 # Config dataclasses that map to no section: built from other sections or by the CLI.
 NOT_SECTIONS = {
