@@ -47,3 +47,24 @@ def test_shard_bench_prints_the_check_cost(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     m = re.search(r"30 records, 4 shard\(s\).* hash / read = ([\d.]+), sizes / read", proc.stdout)
     assert m and float(m.group(1)) > 0, proc.stdout
+
+
+def test_run_profile_accounts_for_a_finished_run(tiny_run) -> None:
+    proc = subprocess.run(
+        [sys.executable, "bench/run_profile.py", str(tiny_run), "--cores", "2"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert re.search(r"^\s*train_signal_only\s+[\d.]+\s+[\d.]+\s+1\s", out, re.M), out
+    path = re.search(r"## critical path: (\d+) s of (\d+) s\n(.*)", out)
+    assert path and int(path.group(1)) <= int(path.group(2)) + 1
+    assert path.group(3).startswith("synthesize_cohort") and "report" in path.group(3)
+    replay = re.search(r"## replay on 2 cores.*\(measured (\d+) s\): (\d+) s", out)
+    # jobs already on 1 thread: the run replayed without Snakemake's gaps between jobs
+    assert replay and int(path.group(1)) - 1 <= int(replay.group(2)) <= int(replay.group(1)) + 1
+    epochs = re.search(r"^\s*train_signal_only\s+[\d.]+\s+(\d+)/(\d+)\s", out, re.M)
+    assert epochs and epochs.groups() == ("2", "2")  # .test/config.yaml: 2 epochs

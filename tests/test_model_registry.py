@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.evaluation.report import ReportOutputs, build_report
-from pipeline.registry import BUILTIN, PLUGINS_ENV, model_names, spec
+from pipeline.registry import BUILTIN, PLUGINS_ENV, model_names, spec, waiting_depth
 from tests.snakemake_helpers import REPO, planned_rules, snakemake, write_config
 from tests.test_report import CFG, DIAG, LABS, _targets, evaluate_all, write_manifests
 
@@ -123,3 +123,33 @@ def test_plugin_model_in_table1_and_report(tmp_path: Path, monkeypatch: pytest.M
     report = outputs.report_md.read_text()
     assert "Supervised signal-only lab prediction (S4)" in report
     assert f"| {EXTRA} |" in report  # the labels-evaluated table lists every model
+
+
+def test_stages_others_wait_on_start_first() -> None:
+    table = {m.name: m for m in BUILTIN}
+    depth = {name: waiting_depth(name, table) for name in ("pretrain", *table)}
+    # stage 1 -> method_diagnoses -> method_labs; teacher -> student -> probe
+    assert depth["pretrain"] == depth["multimodal_classification"] == 2
+    assert depth["method_diagnoses"] == depth["signal_only"] == depth["distilled"] == 1
+    assert depth["multimodal_labs"] == depth["method_labs"] == 0  # nothing waits on them
+
+
+def _planned_jobs(workdir: Path, *config: str) -> dict[str, str]:
+    """Dry run on 2 cores: job (rule, plus the model) -> its block of the plan."""
+    cfg = write_config(workdir / "override.yaml", TEST_CONFIG.read_text(), config)
+    text = snakemake(workdir, cfg, "-n", "--cores", "2").stdout
+    blocks = text.split("\nrule ")[1:]
+    return {b.split(":", 1)[0] + b.partition("model=")[2].split("\n", 1)[0]: b for b in blocks}
+
+
+def test_training_jobs_reserve_num_threads_cores(tmp_path: Path) -> None:
+    jobs = _planned_jobs(tmp_path)
+    trained = [b for job, b in jobs.items() if job.startswith(("pretrain", "train_model", "probe"))]
+    assert len(trained) == len(BUILTIN) + 3  # two stage-1 rules and the probe
+    assert not [b for b in trained if "threads:" in b]  # num_threads 1: Snakemake prints none
+    assert "priority: 2" in jobs["pretrain"]
+    assert "priority: 2" in jobs["train_modelmultimodal_classification"]  # distilled's teacher
+    assert "priority:" not in jobs["train_modelmultimodal_labs"]
+    jobs = _planned_jobs(tmp_path, "train:", "  num_threads: 0")  # the rule's 8, capped at 2
+    trained = [b for job, b in jobs.items() if job.startswith(("pretrain", "train_model", "probe"))]
+    assert all("threads: 2" in b for b in trained)
