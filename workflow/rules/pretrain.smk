@@ -20,10 +20,10 @@ rule pretrain:
         log("pretrain", RUN),
     benchmark:
         bench_tsv("pretrain", RUN)
+    priority: training_priority("pretrain")
     conda:
         "../envs/pipeline.yaml"
     threads: training_threads("pretrain")  # train.num_threads, or 8 capped at --cores
-    priority: training_priority("pretrain")
     resources:
         mem_mb=8000,
         runtime=240,
@@ -52,10 +52,10 @@ rule pretrain_ecg_only:
         log("pretrain_ecg_only", RUN),
     benchmark:
         bench_tsv("pretrain_ecg_only", RUN)
+    priority: training_priority("pretrain_ecg_only")
     conda:
         "../envs/pipeline.yaml"
     threads: training_threads("pretrain_ecg_only")
-    priority: training_priority("pretrain_ecg_only")
     resources:
         mem_mb=8000,
         runtime=240,

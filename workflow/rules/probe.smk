@@ -25,10 +25,10 @@ rule probe:
         plot=report(P["probe_plot"], caption="../report/probe.rst", category="Figures"),
     log:
         log("probe"),
+    priority: 1  # it waits on every probed encoder: not last and alone on few cores
     conda:
         "../envs/pipeline.yaml"
     threads: config["train"]["num_threads"] or 8  # as training's (runs.smk)
-    priority: 1  # it waits on every probed encoder: not last and alone on few cores
     resources:
         mem_mb=8000,
         runtime=120,

@@ -18,10 +18,10 @@ rule train_model:
         bench_tsv("train_{model}", RUN)
     wildcard_constraints:
         model="|".join(MODELS),
+    priority: training_priority()
     conda:
         "../envs/pipeline.yaml"
     threads: training_threads()  # train.num_threads, or 8 capped at --cores; profiles set it
-    priority: training_priority()
     resources:
         mem_mb=8000,
         runtime=240,
