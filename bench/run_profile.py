@@ -89,8 +89,8 @@ def parse_snakemake_log(path: Path) -> list[Job]:
                     _fill(job, k, v)
             elif "jobid" in current and int(current["jobid"]) in jobs:
                 _fill(jobs[int(current["jobid"])], key, value)
-        elif (m := FINISHED.match(line)) and int(m.group(1)) in jobs:
-            jobs[int(m.group(1))].end = (stamp - t0).total_seconds()  # type: ignore[operator]
+        elif (m := FINISHED.match(line)) and int(m.group(1)) in jobs and stamp and t0:
+            jobs[int(m.group(1))].end = (stamp - t0).total_seconds()
     return sorted(jobs.values(), key=lambda j: (j.start, j.jobid))
 
 
@@ -143,7 +143,8 @@ def critical_path(jobs: list[Job], deps: dict[int, set[int]]) -> tuple[float, li
         prev = max(deps[job.jobid], key=lambda d: best[d][0], default=None)
         best[job.jobid] = (job.wall + (best[prev][0] if prev is not None else 0.0), prev)
     end = max(best, key=lambda i: best[i][0])
-    chain, cur = [], end
+    chain: list[Job] = []
+    cur: int | None = end
     while cur is not None:
         chain.append(by_id[cur])
         cur = best[cur][1]
