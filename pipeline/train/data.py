@@ -7,16 +7,24 @@ seeded with (seed, epoch, i), and the shuffling generator is reseeded per epoch,
 resumed at an epoch boundary sees exactly the batches an uninterrupted run would; one resumed
 mid-epoch skips the batches already done by their indices, without reading them.
 
-DataLoader workers default to 0 on CPU: the records are memory-mapped float16 reads that
-cost far less than an S4 step, and extra processes would compete with torch's threads on
-small machines. ``num_workers`` > 0 is safe (the store is memory-mapped, crops are seeded
-by index, not by worker).
+DataLoader workers (``train.num_workers``, resolved by :func:`loader_options`): ``auto`` is 0
+on CPU, where the records are memory-mapped float16 reads that cost far less than an S4 step
+and worker processes would compete with torch's training threads for the same cores; on CUDA
+it is up to 4 workers (one core left to the training process), with pinned memory,
+persistent workers and a deeper prefetch, so that reading, cropping and collating overlap
+the GPU step (``bench/loader.py`` measures the loader against the step). Workers change
+where a batch is built, never which: the crop of record i in epoch e is seeded by (seed, e,
+i), the epoch travels with each index (persistent workers keep their copy of the dataset),
+and the shuffle is drawn in the training process, so any worker count gives the batches of 0.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
+import os
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -29,8 +37,62 @@ from pipeline.data.preprocessing import crop_starts
 from pipeline.data.tabular import TabularArrays
 from pipeline.manifests import manifest_column
 from pipeline.models.supervised import Batch
+from pipeline.stops import BadSetting
+
+log = logging.getLogger(__name__)
 
 Mode = Literal["train", "eval"]
+
+# train.num_workers: auto on CUDA. 4 workers when the process has the cores (one left to the
+# training process): at the default crop one worker already reads several thousand samples/s
+# (bench/loader.py), so 4 cover the 1,600-6,300 samples/s docs/scaling.md expects of a GPU
+# with room for a slower disk; more would only hold more processes and memory.
+CUDA_MAX_WORKERS = 4
+CUDA_PREFETCH = 4  # batches each worker keeps ready (torch's default 2): rides out slow reads
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How an :class:`EpochLoader` fetches its batches; none of it changes which batches.
+
+    Attributes:
+        num_workers: DataLoader worker processes (0: the training process reads).
+        pin_memory: collate into page-locked memory, so host-to-GPU copies run asynchronously.
+        prefetch_factor: batches each worker keeps ready (None: torch's default; needs workers).
+    """
+
+    num_workers: int = 0
+    pin_memory: bool = False
+    prefetch_factor: int | None = None
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity: a SLURM job's cores, not the node's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def loader_options(num_workers: int | str, device: torch.device) -> LoaderOptions:
+    """``train.num_workers`` (``auto`` or an int >= 0) resolved for the training device.
+
+    ``auto``: 0 on CPU (workers would take the cores the training threads use), on CUDA
+    min(4, CPUs available - 1). Pinned memory and the prefetch depth follow the device.
+    """
+    if num_workers == "auto":
+        cuda_workers = min(CUDA_MAX_WORKERS, max(available_cpus() - 1, 0))
+        workers = cuda_workers if device.type == "cuda" else 0
+    elif isinstance(num_workers, int) and not isinstance(num_workers, bool) and num_workers >= 0:
+        workers = num_workers
+    else:
+        raise BadSetting(f"train.num_workers must be auto or an integer >= 0, got {num_workers!r}")
+    cuda = device.type == "cuda"
+    options = LoaderOptions(workers, cuda, CUDA_PREFETCH if cuda and workers else None)
+    log.info(
+        "data loading: %d worker(s)%s (train.num_workers: %s, %s)",
+        *(workers, ", pinned memory" if cuda else "", num_workers, device.type),
+    )
+    return options
 
 
 class RecordStore(Protocol):
@@ -184,8 +246,53 @@ class _From:
         return max(len(self.sampler) - self.start, 0)
 
 
+class _AtEpoch(Dataset[dict[str, np.ndarray]]):
+    """``[(epoch, i)]``: item i of ``epoch``, in whichever process reads it.
+
+    Persistent workers keep the copy of the dataset they started with, so the epoch (which
+    seeds the crops) travels with each index instead of through the main process's
+    ``set_epoch``.
+    """
+
+    def __init__(self, dataset: EpochDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, np.ndarray]:
+        epoch, i = key
+        self.dataset.set_epoch(epoch)  # an attribute: cheaper than checking
+        return self.dataset[i]
+
+
+class _Pass:
+    """The batch sampler of an :class:`EpochLoader`'s current pass, read when it starts."""
+
+    def __init__(self, loader: EpochLoader) -> None:
+        self.loader = loader
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        loader = self.loader
+        # Until the DataLoader got a generator of its own, it drew its workers' base seed
+        # from the shuffling generator just before the permutation; the same draw keeps the
+        # batch order (and so the weights) of every run made before.
+        torch.empty((), dtype=torch.int64).random_(generator=loader._generator)
+        epoch = loader.epoch
+        for batch in _From(loader._batches(), loader.start_batch):
+            yield [(epoch, i) for i in batch]
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+
 class EpochLoader:
-    """A DataLoader whose shuffling and crops are a pure function of (seed, epoch)."""
+    """A DataLoader whose shuffling and crops are a pure function of (seed, epoch).
+
+    ``options`` (:func:`loader_options`) choose workers, pinning and prefetch; the batches
+    are the same for every choice. With workers they persist across passes (one DataLoader
+    per EpochLoader), and their own seeds come from ``seed``.
+    """
 
     def __init__(
         self,
@@ -195,17 +302,29 @@ class EpochLoader:
         shuffle: bool,
         drop_last: bool,
         seed: int = 0,
-        num_workers: int = 0,
+        options: LoaderOptions = LoaderOptions(),
     ) -> None:
         self.dataset = dataset
         self.batch_size = max(1, min(batch_size, len(dataset)))
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.seed = seed
-        self.num_workers = num_workers
+        self.options = options
         self._generator = torch.Generator()
+        self.epoch = 0
         self.start_batch = 0
         self.set_epoch(0)
+        workers = options.num_workers
+        self._loader: DataLoader[dict[str, np.ndarray]] = DataLoader(
+            _AtEpoch(dataset),
+            batch_sampler=_Pass(self),  # yields (epoch, i) keys
+            num_workers=workers,
+            pin_memory=options.pin_memory,
+            persistent_workers=workers > 0,
+            prefetch_factor=options.prefetch_factor,
+            # workers' Python / numpy / torch seeds (nothing of ours draws from them)
+            generator=torch.Generator().manual_seed(seed),
+        )
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> int:
         """Reseed for ``epoch``; the next pass starts at batch ``start_batch`` (a resume).
@@ -213,6 +332,7 @@ class EpochLoader:
         Returns the number of batches of the whole epoch.
         """
         self.dataset.set_epoch(epoch)
+        self.epoch = epoch
         state = np.random.SeedSequence([self.seed, epoch]).generate_state(1, np.uint64)
         self._generator.manual_seed(int(state[0] >> np.uint64(1)))
         self.start_batch = start_batch
@@ -234,13 +354,7 @@ class EpochLoader:
         return len(_From(self._batches(), self.start_batch))
 
     def __iter__(self) -> Iterator[Batch]:
-        loader: DataLoader[dict[str, np.ndarray]] = DataLoader(
-            self.dataset,  # type: ignore[arg-type]  # a map-style dataset by protocol
-            batch_sampler=_From(self._batches(), self.start_batch),
-            generator=self._generator,
-            num_workers=self.num_workers,
-        )
-        return iter(loader)
+        return iter(self._loader)
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:

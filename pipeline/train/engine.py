@@ -51,7 +51,8 @@ class TrainConfig:
         crop_samples: training crop length in samples (2.5 s at 100 Hz).
         eval_crops: non-overlapping crops averaged at validation and test.
         checkpoint_every: epochs between resume checkpoints.
-        num_workers: DataLoader worker processes (0: load in the training process).
+        num_workers: DataLoader worker processes, or "auto" (0 on CPU, up to 4 on CUDA:
+            :func:`pipeline.train.data.loader_options`); the batches are the same for any.
         checkpoint_minutes: minutes between resume checkpoints within an epoch (0: none);
             see :mod:`pipeline.train.interrupt`.
     """
@@ -61,7 +62,7 @@ class TrainConfig:
     crop_samples: int = 250
     eval_crops: int = 4
     checkpoint_every: int = 1
-    num_workers: int = 0
+    num_workers: int | str = "auto"
     checkpoint_minutes: float = 15.0
 
 

@@ -42,7 +42,7 @@ from pipeline.models import (
 )
 from pipeline.train.augment import EcgAugmentConfig
 from pipeline.train.collapse_check import collapse_check
-from pipeline.train.data import Batch, ECGDataset, EpochLoader, to_device
+from pipeline.train.data import Batch, ECGDataset, EpochLoader, loader_options, to_device
 from pipeline.train.engine import TrainConfig
 from pipeline.train.pretrain_config import PretrainConfig
 from pipeline.train.reproducibility import runtime_record
@@ -303,7 +303,7 @@ def _loader(
         shuffle=training,
         drop_last=training,
         seed=seed,
-        num_workers=train_cfg.num_workers,
+        options=loader_options(train_cfg.num_workers, data.device),
     )
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from pipeline.data.tabular import TabularArrays
 from pipeline.models.supervised import Batch, SupervisedModel
-from pipeline.train.data import ECGDataset, EpochLoader, Mode
+from pipeline.train.data import ECGDataset, EpochLoader, Mode, loader_options
 from pipeline.train.embed import embed_crops
 from pipeline.train.engine import TrainConfig
 from pipeline.train.stage import StageData
@@ -58,7 +58,7 @@ class SupervisedData:
             shuffle=shuffle,
             drop_last=shuffle,
             seed=self.cfg.seed,
-            num_workers=self.train_cfg.num_workers,
+            options=loader_options(self.train_cfg.num_workers, self.data.device),
         )
 
     def embeddings(self, model: SupervisedModel, desc: str) -> dict[str, np.ndarray]:
