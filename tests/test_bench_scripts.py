@@ -7,6 +7,7 @@ Speed is the benchmarks' business, not the tests': these only catch an API chang
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -68,3 +69,21 @@ def test_run_profile_accounts_for_a_finished_run(tiny_run) -> None:
     assert replay and int(path.group(1)) - 1 <= int(replay.group(2)) <= int(replay.group(1)) + 1
     epochs = re.search(r"^\s*train_signal_only\s+[\d.]+\s+(\d+)/(\d+)\s", out, re.M)
     assert epochs and epochs.groups() == ("2", "2")  # .test/config.yaml: 2 epochs
+
+
+def test_loader_bench_reports_each_worker_count(tmp_path) -> None:
+    args = ["--records", "32", "--shard-size", "16", "--sizes", "default", "--crops", "250"]
+    args += ["--seconds", "0.1", "--step-steps", "0", "--json", str(tmp_path / "loader.json")]
+    proc = subprocess.run(
+        [sys.executable, "bench/loader.py", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads((tmp_path / "loader.json").read_text())["rows"]
+    assert [r["workers"] for r in rows] == [0, 2, 4]
+    assert all(r["samples_s"] > 0 and r["batch"] == 32 and r["crop"] == 250 for r in rows)
+    assert re.search(r"^\| default \| 32 \| 250 \| 4 \| [\d.]+ \| [\d,]+ \|", proc.stdout, re.M)
+    assert "GPU estimate (docs/scaling.md, reference model): 1,600-6,300 samples/s" in proc.stdout

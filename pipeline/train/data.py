@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,10 +268,21 @@ class _AtEpoch(Dataset[dict[str, np.ndarray]]):
 
 
 class _Pass:
-    """The batch sampler of an :class:`EpochLoader`'s current pass, read when it starts."""
+    """The batch sampler of an :class:`EpochLoader`'s current pass, read when it starts.
+
+    It refers to its loader weakly: no cycle, so a dropped loader shuts its workers down at
+    once (garbage left for the cycle collector would be copied into the next loader's
+    forked workers and collected there).
+    """
 
     def __init__(self, loader: EpochLoader) -> None:
-        self.loader = loader
+        self._loader = weakref.ref(loader)
+
+    @property
+    def loader(self) -> EpochLoader:
+        loader = self._loader()
+        assert loader is not None, "the EpochLoader of this sampler is gone"
+        return loader
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         loader = self.loader
