@@ -11,8 +11,9 @@ Subcommands (the shell script calls them; each can be run on its own):
   (K = 2, float64) reductions with their gradients, the formulas the kernel tests and
   bench/s4.py use, checked against the torch backend. Later steps find them in the KeOps cache.
 * ``summary --out DIR --workdir W``: one markdown table from DIR/steps.tsv (written by the
-  shell script) and the steps' outputs: test counts (junit XML), bench/s4.py's JSON, the
-  pre-training log, history and benchmark table. Printed and written to DIR/summary.md.
+  shell script) and the steps' outputs: test counts (junit XML), bench/s4.py's and
+  bench/loader.py's JSON, the pre-training log, history and benchmark table. Printed and
+  written to DIR/summary.md.
 """
 
 from __future__ import annotations
@@ -281,6 +282,26 @@ def _bench_rows(out: Path) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def _loader_figure(out: Path) -> str:
+    """samples/s per worker count, and against the GPU estimate and the CPU step if measured."""
+    path = out / "bench_loader.json"
+    if not path.exists():
+        return ""
+    data = json.loads(path.read_text())
+    rates = ", ".join(
+        f"{r['workers']} workers {r['samples_s']:,.0f}" for r in data["rows"] if r["crop"] == 250
+    )
+    if not rates:
+        return ""
+    best = max(r["samples_s"] for r in data["rows"])
+    text = f"samples/s at crop 250 ({data['device']}): {rates}; best / GPU estimate 6,300 "
+    text += f"= {best / 6300:.2f}"
+    steps = data.get("step_samples_s") or {}
+    if steps:
+        text += "; CPU step " + ", ".join(f"{k} {v:,.1f}" for k, v in steps.items())
+    return text
+
+
 def _stamp(line: str) -> float | None:
     found = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})", line)
     if not found:
@@ -349,6 +370,7 @@ def summary(out: Path, workdir: Path) -> int:
         "data_prep": _prep_figure(out),
         "kernel_tests": _tests_figure(out),
         "pretrain": _pretrain_figure(workdir, out),
+        "bench_loader": _loader_figure(out),
     }
     rows: list[tuple[str, str, str, str]] = []
     steps = _read_steps(out)

@@ -18,6 +18,9 @@
 #   bench_s4      bench/s4.py kernel + train-step sections, naive vs torch vs keops; GPU: the
 #                 reference sizes (12 -> 512 channels, 4 bidirectional blocks, N 8,
 #                 L 250 / 1000 / 5000 at batch 32 / 16 / 4); dry run: --tiny
+#   bench_loader  bench/loader.py briefly: the training loader's samples/s with 0 / 2 / 4 workers
+#                 on its own synthetic shards (GPU: reference batch 32, crop 250, pinned copies
+#                 to the GPU; dry run: default batch, with bench/train_rate.py's CPU step)
 #   pretrain      `snakemake results/models/pretrain` for 1 epoch with train.device cuda and
 #                 model.ecg_encoder.kernel_backend keops (dry run: cpu, same backend; the torch
 #                 backend if keops_warmup failed, so the epoch is still measured)
@@ -25,6 +28,7 @@
 #
 # Environment (all optional):
 #   OUT                  outputs: step logs, preflight.json, kernel_tests.xml, bench_s4.json,
+#                        bench_loader.json,
 #                        pretrain/ (log, history, model.json, probe.json), summary.md
 #                        [/tmp/gpu_check]
 #   GPU_CHECK_WORKDIR    Snakemake working directory (synthetic cohort, shards: ~1 GB), kept out
@@ -61,22 +65,24 @@ BACKEND=${GPU_CHECK_BACKEND:-keops}
 NPROC=$(nproc)
 if [[ $MODE == cuda ]]; then
     BUDGET=${GPU_CHECK_BUDGET_S:-290}
-    # step timeouts (s): preflight, keops warm-up, data prep, kernel tests, bench, pretrain
-    T_PRE=60 T_WARM=120 T_PREP=240 T_TESTS=120 T_BENCH=170 T_TRAIN=150
+    # step timeouts (s): preflight, keops warm-up, data prep, kernel tests, bench, pretrain, loader
+    T_PRE=60 T_WARM=120 T_PREP=240 T_TESTS=120 T_BENCH=170 T_TRAIN=150 T_LOADER=40
     RESERVE_TRAIN=80 # the bench stops this long before the budget ends: pre-training's share
     PREP_CORES=$((NPROC > 6 ? NPROC - 4 : 2)) # leave cores to the GPU steps' host side
     TRAIN_CORES=$NPROC
     BENCH_ARGS=(--device cuda --states 8 --lengths 250 1000 5000 --batches 32 16 4
         --steps 5 --warmup 2 --timeout 60)
     CONFIGS=("$REPO/config.yaml")
+    LOADER_ARGS=(--device cuda --sizes reference --records 4096 --seconds 2 --step-steps 0)
 else
     BUDGET=${GPU_CHECK_BUDGET_S:-420}
-    T_PRE=60 T_WARM=180 T_PREP=300 T_TESTS=240 T_BENCH=200 T_TRAIN=200
+    T_PRE=60 T_WARM=180 T_PREP=300 T_TESTS=240 T_BENCH=200 T_TRAIN=200 T_LOADER=60
     RESERVE_TRAIN=80
     PREP_CORES=$NPROC
     TRAIN_CORES=$NPROC
     BENCH_ARGS=(--tiny --device cpu --threads 1 --steps 2 --warmup 1 --timeout 90)
     CONFIGS=("$REPO/config.yaml" "$REPO/.test/config.yaml")
+    LOADER_ARGS=(--device cpu --sizes default --records 512 --seconds 1 --step-steps 1 --threads 1)
 fi
 
 now() { date +%s.%N; }
@@ -101,7 +107,7 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 STEPS="$OUT/steps.tsv"
 # nothing of an earlier check may pass for this one's results
-rm -rf "$OUT/pretrain" "$OUT"/{preflight.json,bench_s4.json,kernel_tests.xml,summary.md,*.log}
+rm -rf "$OUT/pretrain" "$OUT"/{preflight.json,bench_s4.json,bench_loader.json,kernel_tests.xml,summary.md,*.log}
 : >"$STEPS"
 record() { # step status seconds [note]
     printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${4:-}" >>"$STEPS"
@@ -236,9 +242,13 @@ run_step kernel_tests "$T_TESTS" "$PY" -m pytest -q -p no:cacheprovider \
     --junitxml="$OUT/kernel_tests.xml" tests/test_s4.py tests/test_cauchy.py tests/test_s4_fastpath.py
 if ((HAVE_DEVICE)); then
     if ! [[ -f $OUT/.data_prep.rc ]]; then STEP_NOTE="data_prep still running at the start"; fi
-    T=$(($(remaining) - RESERVE_TRAIN))
+    T=$(($(remaining) - RESERVE_TRAIN - T_LOADER))
     run_step bench_s4 "$((T < T_BENCH ? T : T_BENCH))" "$PY" bench/s4.py --sections kernel train \
         --backends naive torch keops "${BENCH_ARGS[@]}" --json "$OUT/bench_s4.json"
+    if ! [[ -f $OUT/.data_prep.rc ]]; then STEP_NOTE="data_prep still running (shares the CPUs)"; fi
+    T=$(($(remaining) - RESERVE_TRAIN))
+    run_step bench_loader "$((T < T_LOADER ? T : T_LOADER))" "$PY" bench/loader.py --crops 250 \
+        "${LOADER_ARGS[@]}" --json "$OUT/bench_loader.json"
     if finish_prep; then
         TRAIN_BACKEND=$BACKEND
         if [[ $BACKEND == keops ]] && ! grep -q $'^keops_warmup\tok' "$STEPS"; then
@@ -259,6 +269,7 @@ if ((HAVE_DEVICE)); then
     fi
 else
     record bench_s4 skipped 0 "torch sees no CUDA device"
+    record bench_loader skipped 0 "torch sees no CUDA device"
     record pretrain skipped 0 "torch sees no CUDA device"
 fi
 
