@@ -9,6 +9,8 @@ resolves to 0 on CPU and to a pinned, prefetching pool on CUDA.
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -147,3 +149,23 @@ def test_config_takes_auto_or_a_worker_count() -> None:
     config["train"]["num_workers"] = "many"
     with pytest.raises(Exception, match=r"num_workers|many"):
         validate(config, str(schema))
+
+
+def test_workers_outlive_a_stop_signal_to_the_process_group(stage) -> None:
+    """SIGTERM reaches the workers too (SLURM, a terminal); the training process must still
+    get its batches up to the step where it checkpoints (pipeline.train.interrupt)."""
+    ds = ECGDataset(stage.store, stage.ids["train"], crop_samples=50, seed=1)
+    want = [b["ecg"] for b in EpochLoader(ds, 4, shuffle=True, drop_last=True, seed=1)]
+    loader = EpochLoader(
+        ds, 4, shuffle=True, drop_last=True, seed=1, options=LoaderOptions(num_workers=2)
+    )
+    got, batches = [], iter(loader)
+    got.append(next(batches)["ecg"])
+    workers = loader._loader._iterator._workers  # type: ignore[union-attr]  # torch's pool
+    for w in workers:
+        os.kill(w.pid, signal.SIGTERM)
+        os.kill(w.pid, signal.SIGINT)
+    got += [b["ecg"] for b in batches]
+    assert all(w.is_alive() for w in workers)
+    assert len(got) == len(want) == 10
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import signal
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -267,6 +268,17 @@ class _AtEpoch(Dataset[dict[str, np.ndarray]]):
         return self.dataset[i]
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Workers leave SIGTERM / SIGINT to the training process.
+
+    SLURM and a terminal signal the whole process group; a worker killed by one would make
+    the DataLoader raise in the training process before it could write its resume
+    checkpoint (:mod:`pipeline.train.interrupt`). Workers exit with their parent anyway.
+    """
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 class _Pass:
     """The batch sampler of an :class:`EpochLoader`'s current pass, read when it starts.
 
@@ -336,6 +348,7 @@ class EpochLoader:
             prefetch_factor=options.prefetch_factor,
             # workers' Python / numpy / torch seeds (nothing of ours draws from them)
             generator=torch.Generator().manual_seed(seed),
+            worker_init_fn=_ignore_stop_signals if workers else None,
         )
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> int:
@@ -366,7 +379,9 @@ class EpochLoader:
         return len(_From(self._batches(), self.start_batch))
 
     def __iter__(self) -> Iterator[Batch]:
-        return iter(self._loader)
+        # a generator: it holds this loader (its sampler only refers to it weakly) while
+        # the pass runs, also in ``for batch in EpochLoader(...)``
+        yield from self._loader
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
