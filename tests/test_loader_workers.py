@@ -9,6 +9,7 @@ resolves to 0 on CPU and to a pinned, prefetching pool on CUDA.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 from collections.abc import Iterator
@@ -169,3 +170,21 @@ def test_workers_outlive_a_stop_signal_to_the_process_group(stage) -> None:
     assert all(w.is_alive() for w in workers)
     assert len(got) == len(want) == 10
     assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+
+
+def test_a_dropped_loader_stops_its_workers_at_once(stage) -> None:
+    """No reference cycle keeps a loader (and its persistent workers) for the cycle
+    collector, which could run in a later loader's forked worker instead."""
+    ds = ECGDataset(stage.store, stage.ids["train"], crop_samples=50)
+    loader = EpochLoader(ds, 4, shuffle=True, drop_last=True, options=LoaderOptions(2))
+    batches = iter(loader)
+    next(batches)  # mid-epoch, as when training stops early
+    workers = loader._loader._iterator._workers  # type: ignore[union-attr]  # torch's pool
+    gc.disable()
+    try:
+        del batches, loader
+        for w in workers:
+            w.join(timeout=10)
+        assert not any(w.is_alive() for w in workers)
+    finally:
+        gc.enable()

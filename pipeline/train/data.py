@@ -46,9 +46,10 @@ log = logging.getLogger(__name__)
 Mode = Literal["train", "eval"]
 
 # train.num_workers: auto on CUDA. 4 workers when the process has the cores (one left to the
-# training process): at the default crop one worker already reads several thousand samples/s
-# (bench/loader.py), so 4 cover the 1,600-6,300 samples/s docs/scaling.md expects of a GPU
-# with room for a slower disk; more would only hold more processes and memory.
+# training process): a crop of 250 costs one process ~0.2 CPU ms per sample (bench/loader.py
+# on a loaded 2-core machine), a few thousand samples/s, short of the 6,300 docs/scaling.md
+# expects of a GPU at best; 4 reach it with room for cold pages and longer crops, and more
+# would only hold more processes and memory. (To be confirmed on a GPU machine.)
 CUDA_MAX_WORKERS = 4
 CUDA_PREFETCH = 4  # batches each worker keeps ready (torch's default 2): rides out slow reads
 
@@ -279,6 +280,19 @@ def _ignore_stop_signals(worker_id: int) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+def _keyed(
+    generator: torch.Generator, epoch: int, batches: Iterable[list[int]]
+) -> Iterator[list[tuple[int, int]]]:
+    """``batches`` as (epoch, index) keys; nothing is drawn before the first batch is asked
+    for (a DataLoader with workers calls ``iter`` on its sampler twice, using the second)."""
+    # Until the DataLoader got a generator of its own, it drew its workers' base seed from
+    # the shuffling generator just before the permutation; the same draw keeps the batch
+    # order (and so the weights) of every run made before.
+    torch.empty((), dtype=torch.int64).random_(generator=generator)
+    for batch in batches:
+        yield [(epoch, i) for i in batch]
+
+
 class _Pass:
     """The batch sampler of an :class:`EpochLoader`'s current pass, read when it starts.
 
@@ -297,14 +311,9 @@ class _Pass:
         return loader
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        loader = self.loader
-        # Until the DataLoader got a generator of its own, it drew its workers' base seed
-        # from the shuffling generator just before the permutation; the same draw keeps the
-        # batch order (and so the weights) of every run made before.
-        torch.empty((), dtype=torch.int64).random_(generator=loader._generator)
-        epoch = loader.epoch
-        for batch in _From(loader._batches(), loader.start_batch):
-            yield [(epoch, i) for i in batch]
+        loader = self.loader  # not held by the generator: that would be a cycle again
+        batches = _From(loader._batches(), loader.start_batch)
+        return _keyed(loader._generator, loader.epoch, batches)
 
     def __len__(self) -> int:
         return len(self.loader)
