@@ -20,8 +20,8 @@ from pipeline.data.shard import ShardConfig
 from pipeline.models import build_ecg_encoder
 from pipeline.models.supervised import SupervisedModel, make_head
 from pipeline.registry import spec
-from pipeline.train.engine import save_weights
 from pipeline.train.model import model_meta
+from pipeline.train.stage import save_weights
 from pipeline.train.supervised import StageConfig
 from tests.train_fixtures import model_cfg
 

@@ -7,6 +7,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from pipeline.float32 import in_float32
 from pipeline.losses._checks import check_pair
 
 
@@ -67,6 +68,9 @@ class BarlowTwinsLoss(nn.Module):
         self.lambd = float(lambd)
         self.eps = float(eps)
 
+    # float32 under autocast: standardised columns and C = z_a^T z_b / B with C_ii ~ 1
+    # beside C_ij ~ 0.01 (bfloat16 keeps 3 digits); see pipeline.float32.
+    @in_float32
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> BarlowTwinsOutput:
         """Compute the loss between two batches of embeddings.
 

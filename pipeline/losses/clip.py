@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.float32 import in_float32
 from pipeline.losses._checks import check_pair
 
 
@@ -85,6 +86,9 @@ class ClipLoss(nn.Module):
         """Current ``1 / tau``, clamped to ``max_scale`` (no gradient past the clamp)."""
         return self.logit_scale.exp().clamp(max=self.max_scale)
 
+    # float32 under autocast: logits up to 100 (1 / tau) feed a log-softmax over B; in
+    # bfloat16 their spacing near 100 is 0.5; see pipeline.float32.
+    @in_float32
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> ClipOutput:
         """Compute the loss between two batches of embeddings.
 

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.float32 import in_float32
+
 
 class DistillationOutput(NamedTuple):
     """Result of :class:`DistillationLoss`.
@@ -59,6 +61,7 @@ class DistillationLoss(nn.Module):
         self.temperature = float(temperature)
         self.mix = float(mix)
 
+    @in_float32  # BCE terms (log-sigmoid, means over B x K): float32 under autocast
     def forward(
         self, logits: torch.Tensor, target: torch.Tensor, teacher_logits: torch.Tensor
     ) -> DistillationOutput:

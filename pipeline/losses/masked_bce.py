@@ -11,7 +11,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pipeline.float32 import in_float32
 
+
+@in_float32  # log-sigmoid and a mean over B x K entries: float32 under autocast
 def masked_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy averaged over observed entries; NaN targets contribute nothing.
 

@@ -7,6 +7,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from pipeline.float32 import in_float32
 from pipeline.losses._checks import check_pair
 
 
@@ -124,6 +125,9 @@ class VICRegLoss(nn.Module):
         self.gamma = float(gamma)
         self.eps = float(eps)
 
+    # float32 under autocast: batch variances near the collapse hinge and D x D covariances
+    # (sums over B of small products); see pipeline.float32.
+    @in_float32
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> VICRegOutput:
         """Compute the loss between two batches of embeddings.
 

@@ -35,6 +35,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from pipeline.float32 import in_float32
+
 BACKENDS = ("naive", "torch", "keops")
 
 #: Elements of one (B, N, chunk) temporary in the chunked torch path. Forward and backward keep
@@ -300,12 +302,14 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
+@in_float32  # sums over states at points near the poles: float32 under autocast
 def cauchy(v: Tensor, z: Tensor, w: Tensor, backend: str = "torch") -> Tensor:
     """Dispatch the conjugate-symmetric Cauchy sum to a backend ("naive", "torch", "keops")."""
     fn = {"naive": cauchy_naive, "torch": cauchy_torch, "keops": cauchy_keops}
     return fn[resolve_backend(backend, v.device)](v, z, w)
 
 
+@in_float32  # powers exp(l x) up to l = L: float32 under autocast
 def vandermonde(v: Tensor, x: Tensor, length: int, backend: str = "torch") -> Tensor:
     """Dispatch 2 Re sum_n v exp(l x) to a backend ("naive", "torch", "keops")."""
     fn = {"naive": vandermonde_naive, "torch": vandermonde_torch, "keops": vandermonde_keops}

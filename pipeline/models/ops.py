@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pipeline.float32 import in_float32
+
 _RANDOM_RANGE = 2**31  # torch's int32 random_() draws uniformly from [0, 2^31)
 
 
@@ -95,6 +97,7 @@ class _FFTConv(torch.autograd.Function):
         return grad_u, grad_kk, grad_d
 
 
+@in_float32  # sums over L lags; torch.fft has no bfloat16 on CPU
 def fft_conv(u: Tensor, kk: Tensor, d: Tensor) -> Tensor:
     """Circular convolution along dim 1 plus a skip term, for a (B, L, H) input.
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pipeline.float32 import in_float32
 from pipeline.models.cauchy import cauchy, resolve_backend, roots_of_unity_half, vandermonde
 from pipeline.models.ops import dropout, fast_fft_length, fft_conv
 
@@ -168,6 +169,7 @@ class S4Layer(nn.Module):
             out["p"] = torch.view_as_complex(self.p)  # (H, N/2)
         return out
 
+    @in_float32  # poles, powers of Abar and Cauchy sums: float32 under autocast
     def kernel(self, length: int, backend: str | None = None) -> Tensor:
         """Convolution kernel K_j = C Abar^j Bbar, j < length; (C_out, H, L) real."""
         backend = resolve_backend(backend or self.kernel_backend, self.log_dt.device)
@@ -285,6 +287,7 @@ class S4Layer(nn.Module):
         self._taps_cache, self._taps_params = {}, None
         return super().train(mode)
 
+    @in_float32  # FFT convolution over L lags: u upcast, float32 out under autocast
     def convolve_lh(self, u: Tensor) -> Tensor:
         """SSM part only on the (B, L, H) layout: y = K * u (+ backward kernel) + D u."""
         return fft_conv(u, self._cached_taps(u.shape[1]).to(u.dtype), self.d)

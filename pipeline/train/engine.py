@@ -16,22 +16,21 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from torch import nn
+from torch.amp import GradScaler
 from torch.optim.lr_scheduler import LRScheduler
 
 from pipeline.data.checks import TooLittleData
-from pipeline.io import umask_mode
 from pipeline.logs import progress
 from pipeline.stops import BadSetting
 from pipeline.train.checkpoint import CheckpointSpec, capture_rng, restore_rng
 from pipeline.train.data import Batch, EpochLoader, to_device
 from pipeline.train.interrupt import EpochTally, StepGuard
+from pipeline.train.precision import FP32, Precision, backward_step
 from pipeline.train.schedule import EarlyStopping, make_scheduler
 
 log = logging.getLogger(__name__)
@@ -55,6 +54,7 @@ class TrainConfig:
             :func:`pipeline.train.data.loader_options`); the batches are the same for any.
         checkpoint_minutes: minutes between resume checkpoints within an epoch (0: none);
             see :mod:`pipeline.train.interrupt`.
+        precision: auto, fp32, bf16 or fp16 (:mod:`pipeline.train.precision`).
     """
 
     device: str = "auto"
@@ -64,6 +64,7 @@ class TrainConfig:
     checkpoint_every: int = 1
     num_workers: int | str = "auto"
     checkpoint_minutes: float = 15.0
+    precision: str = "auto"
 
 
 class MetricSink(Protocol):
@@ -147,23 +148,26 @@ def train_epoch(
     scheduler: LRScheduler | None = None,
     tally: EpochTally | None = None,
     on_step: Callable[[EpochTally], None] | None = None,
+    precision: Precision = FP32,
+    scaler: GradScaler | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``; returns batch-size-weighted means of the step metrics.
 
     ``scheduler`` (if any) steps after every optimizer step. ``tally`` continues an epoch
     resumed mid-way (the loader then starts after its batches); ``on_step`` is called at
-    every step boundary (:class:`~pipeline.train.interrupt.StepGuard`).
+    every step boundary (:class:`~pipeline.train.interrupt.StepGuard`). The forward pass
+    runs under ``precision``'s autocast; ``scaler`` scales the loss (fp16).
     """
     model.train()
     tally = EpochTally() if tally is None else tally
     for batch in progress(loader, desc=desc, total=len(loader), unit="batch"):
         batch = to_device(batch, device)
         optimizer.zero_grad(set_to_none=True)
-        loss, metrics = step_fn(model, batch)
+        with precision.autocast():
+            loss, metrics = step_fn(model, batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{desc}: non-finite training loss")
-        loss.backward()
-        optimizer.step()
+        backward_step(loss, optimizer, scaler)
         if scheduler is not None:
             scheduler.step()
         tally.add(_batch_size(batch), {"loss": float(loss.detach()), **metrics})
@@ -210,6 +214,7 @@ def fit(
     desc: str = "train",
     on_epoch_end: EpochCallback | None = None,
     on_fresh_start: Callable[[], None] | None = None,
+    precision: Precision = FP32,
 ) -> FitResult:
     """Train up to ``loop.epochs``, validate after each, keep the best weights by ``monitor``.
 
@@ -229,16 +234,18 @@ def fit(
         on_epoch_end: called with (epoch, record) after logging and checkpointing.
         on_fresh_start: called once before training when no checkpoint was restored (a
             head warm start: on resume its result is already in the checkpoint).
+        precision: autocast of training and validation forward passes; fp16's loss scaler
+            is checkpointed with the optimizer.
     """
     epochs, stopper = loop.epochs, EarlyStopping(loop.patience)
     scheduler = make_scheduler(
         optimizer, loop.schedule, loop.warmup_epochs, epochs, max(len(train_loader), 1)
     )
-    state = _LoopState(FitResult())
+    state, scaler = _LoopState(FitResult()), precision.new_scaler()
     ckpt = checkpoint.load() if checkpoint is not None else None
     tally = EpochTally()
     if ckpt is not None:
-        start, tally = state.restore(ckpt, model, optimizer, scheduler)
+        start, tally = state.restore(ckpt, model, optimizer, scheduler, scaler)
         log.info(
             "%s: resumed after epoch %d (and %d batches) of at most %d",
             *(desc, start, tally.batches, epochs),
@@ -251,7 +258,7 @@ def fit(
         if on_fresh_start is not None:
             on_fresh_start()
         if loop.validate_start:
-            val = _validate(model, val_fn, monitor)
+            val = _validate(model, val_fn, monitor, precision)
             state.observe(model, 0, {}, val, optimizer, monitor, mode)
             _log_epoch(desc, 0, epochs, state, monitor, run)
     stopped = bool(state.result.history) and stopper.should_stop(
@@ -260,7 +267,7 @@ def fit(
 
     def snapshot(epoch: int, tally: EpochTally | None = None) -> dict[str, Any]:
         # a mid-epoch checkpoint also carries the epoch's tally (batches done, metric sums)
-        saved = state.checkpoint(model, optimizer, scheduler, epoch)
+        saved = state.checkpoint(model, optimizer, scheduler, scaler, epoch)
         return saved if tally is None else saved | {"tally": tally.to_dict()}
 
     with StepGuard(checkpoint, desc, snapshot) as guard:
@@ -274,9 +281,10 @@ def fit(
                 scheduler,
                 tally,
                 partial(guard.after_step, epoch, n_batches=n_batches),
+                *(precision, scaler),
             )
             tally = EpochTally()
-            val = _validate(model, val_fn, monitor)
+            val = _validate(model, val_fn, monitor, precision)
             state.observe(model, epoch + 1, metrics, val, optimizer, monitor, mode)
             _log_epoch(desc, epoch + 1, epochs, state, monitor, run)
             stopped = stopper.should_stop(epoch + 1, state.result.best_epoch)
@@ -302,9 +310,11 @@ def fit(
     return result
 
 
-def _validate(model: nn.Module, val_fn: ValFn, monitor: str) -> dict[str, float]:
+def _validate(
+    model: nn.Module, val_fn: ValFn, monitor: str, precision: Precision
+) -> dict[str, float]:
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), precision.autocast():
         val = val_fn(model)
     if monitor not in val:
         raise KeyError(f"validation metrics lack the monitored {monitor!r}: {sorted(val)}")
@@ -355,6 +365,7 @@ class _LoopState:
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
         scheduler: LRScheduler,
+        scaler: GradScaler | None,
         epoch: int,
     ) -> dict[str, Any]:
         return {
@@ -367,6 +378,7 @@ class _LoopState:
             "best_epoch": self.result.best_epoch,
             "history": self.result.history,
             "rng": capture_rng(),
+            "scaler": None if scaler is None else scaler.state_dict(),  # fp16's loss scale
         }
 
     def restore(
@@ -375,40 +387,17 @@ class _LoopState:
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
         scheduler: LRScheduler,
+        scaler: GradScaler | None,
     ) -> tuple[int, EpochTally]:
         """Load a checkpoint into the model, optimizer, scheduler and self; returns its epoch
         (completed epochs) and, for a mid-epoch checkpoint, the tally of the epoch after it."""
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        if scaler is not None and ckpt.get("scaler") is not None:
+            scaler.load_state_dict(ckpt["scaler"])
         self.best_state, self.best = ckpt["best_state"], ckpt["best_metric"]
         self.result.history = list(ckpt["history"])
         self.result.best_epoch, self.result.resumed_at = ckpt["best_epoch"], ckpt["epoch"]
         restore_rng(ckpt["rng"])
         return int(ckpt["epoch"]), EpochTally.from_dict(ckpt.get("tally"))
-
-
-def write_history(path: Path, history: list[dict[str, float]]) -> None:
-    """Per-epoch metrics as a TSV (one row per epoch, columns in first-seen order)."""
-    columns: list[str] = []
-    for rec in history:
-        columns += [k for k in rec if k not in columns]
-    lines = ["\t".join(columns)]
-    for rec in history:
-        cells = [rec.get(c, float("nan")) for c in columns]
-        lines.append(
-            "\t".join(
-                str(int(v)) if c == "epoch" else f"{v:.6g}"
-                for c, v in zip(columns, cells, strict=True)
-            )
-        )
-    path.write_text("\n".join(lines) + "\n")
-
-
-def save_weights(path: Path, module_or_state: nn.Module | Mapping[str, torch.Tensor]) -> None:
-    """A state dict as safetensors (CPU, contiguous: safetensors refuses shared storage)."""
-    state = (
-        module_or_state.state_dict() if isinstance(module_or_state, nn.Module) else module_or_state
-    )
-    save_file({k: v.detach().cpu().contiguous().clone() for k, v in state.items()}, str(path))
-    os.chmod(path, umask_mode())  # safetensors writes 0600: colleagues could not read it

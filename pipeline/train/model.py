@@ -140,6 +140,7 @@ def model_meta(
     best_val_auroc: float,
     tab_cfg: Mapping[str, Any] | None = None,
     preprocessing: Mapping[str, Any] | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """model.json: everything :func:`load_supervised` needs, plus provenance.
 
@@ -164,7 +165,7 @@ def model_meta(
         "best_val_auroc": best_val_auroc,
         # results are bit-identical only for the same seed, config and thread count
         "num_threads": torch.get_num_threads(),
-        "runtime": runtime_record(),  # what else the bytes depend on (README: Determinism)
+        "runtime": runtime_record(precision),  # what else the bytes depend on (README: Determinism)
         "preprocessing": None if preprocessing is None else dict(preprocessing),
     }
 

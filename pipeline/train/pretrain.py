@@ -222,7 +222,9 @@ def pretrain(
 
     stage = "pretrain" if augment is None else "pretrain_ecg_only"
     record = cfg.record() | ({} if augment is None else {"augment": asdict(augment)})
-    params = {"pretrain": record, "model": dict(model_cfg), "train": asdict(train_cfg)}
+    params: dict[str, Any] = {"pretrain": record, "model": dict(model_cfg)}
+    # train.precision as set and as resolved on this device (auto depends on it)
+    params |= {"train": asdict(train_cfg), "precision": data.precision.name}
     with tracked_stage(stage, params, inputs.files(), runtime) as (ckpt, run):
         run.log_metrics({"n_train": len(ids["train"]), "n_val": len(ids["val"])}, 0)
         result = fit_stage(
@@ -231,19 +233,21 @@ def pretrain(
             run=run,
             desc=stage,
             on_epoch_end=runtime.on_epoch_end,
+            precision=data.precision,
         )
-        collapse = collapse_check(
-            model.ecg_encoder,
-            data.store,
-            inputs.labels,
-            inputs.label_manifest,
-            ids,
-            seed=cfg.seed,
-            max_train=cfg.probe_max_train,
-            batch_size=cfg.batch_size,
-            train_cfg=train_cfg,
-            device=device,
-        )
+        with data.precision.autocast():  # embeddings as the encoder computes them in training
+            collapse = collapse_check(
+                model.ecg_encoder,
+                data.store,
+                inputs.labels,
+                inputs.label_manifest,
+                ids,
+                seed=cfg.seed,
+                max_train=cfg.probe_max_train,
+                batch_size=cfg.batch_size,
+                train_cfg=train_cfg,
+                device=device,
+            )
         run.log_metrics({"probe_macro_auroc": collapse["macro_auroc"]}, result.epochs_run)
         log.info(
             "collapse check: logistic reference macro AUROC %.4f over %d labels",
@@ -262,7 +266,8 @@ def pretrain(
             "n_train": len(ids["train"]),
             "n_val": len(ids["val"]),
             "num_threads": torch.get_num_threads(),  # part of what makes a run reproducible
-            "runtime": runtime_record(),  # and what else (README: Determinism)
+            # and what else the bytes depend on (README: Determinism)
+            "runtime": runtime_record(data.precision.name),
         }
         weights = {"encoder.safetensors": model.ecg_encoder}
         write_stage_dir(out_dir, weights, meta, result.history, {"probe.json": collapse})

@@ -6,7 +6,8 @@ writes. Everything else is here once, in the order every stage runs it:
 
 0. :class:`StageRuntime`: how and where the stage runs (the ``train`` and ``mlflow``
    sections, the job's threads and resume directory), apart from what it trains;
-1. :func:`open_stage`: threads, seeding and device, the record store, the id files;
+1. :func:`open_stage`: threads, seeding, device and precision, the record store, the id
+   files;
 2. :func:`tracked_stage`: the resume checkpoint (keyed by the stage's params and input
    files) and the MLflow child run; the checkpoint is deleted once the body has written
    the stage's outputs;
@@ -20,6 +21,7 @@ and each supervised model's), written once and inherited by both config dataclas
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,9 +30,10 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
-from pipeline.io import atomic_path
+from pipeline.io import atomic_path, umask_mode
 from pipeline.tracking import StageRun, TrackingConfig, stage_run
 from pipeline.train.checkpoint import CheckpointSpec, stage_checkpoint
 from pipeline.train.data import Batch, EpochLoader, RecordStore, open_store, read_ids
@@ -41,10 +44,9 @@ from pipeline.train.engine import (
     MetricSink,
     TrainConfig,
     fit,
-    save_weights,
     setup_runtime,
-    write_history,
 )
+from pipeline.train.precision import FP32, Precision, resolve_precision
 
 
 @dataclass(frozen=True)
@@ -117,16 +119,19 @@ class StageData:
     device: torch.device
     store: RecordStore
     ids: dict[str, np.ndarray]  # part (train, val, test) -> study ids
+    precision: Precision = FP32  # train.precision resolved on ``device``
 
 
 def open_stage(
     runtime: StageRuntime, seed: int, shard_index: Path, id_files: Mapping[str, Path]
 ) -> StageData:
     """Threads, seeding and device first (so that model init draws from the seeded
-    generator), then the record store and each part's ids."""
+    generator), the precision on that device, then the record store and each part's ids."""
     device = setup_runtime(runtime.train, runtime.threads, seed)
+    precision = resolve_precision(runtime.train.precision, device)
     store = open_store(shard_index)
-    return StageData(device, store, {part: read_ids(path) for part, path in id_files.items()})
+    ids = {part: read_ids(path) for part, path in id_files.items()}
+    return StageData(device, store, ids, precision)
 
 
 @contextmanager
@@ -162,6 +167,7 @@ def fit_stage(
     desc: str,
     on_epoch_end: EpochCallback | None = None,
     on_fresh_start: Callable[[], None] | None = None,
+    precision: Precision = FP32,
 ) -> FitResult:
     """:func:`pipeline.train.engine.fit` on ``task``'s loss, validation and monitor."""
     return fit(
@@ -179,6 +185,7 @@ def fit_stage(
         desc=desc,
         on_epoch_end=on_epoch_end,
         on_fresh_start=on_fresh_start,
+        precision=precision,
     )
 
 
@@ -199,3 +206,29 @@ def write_stage_dir(
         write_history(tmp / "history.tsv", history)
         for filename, value in (extra or {}).items():
             (tmp / filename).write_text(json.dumps(value, indent=2))
+
+
+def write_history(path: Path, history: list[dict[str, float]]) -> None:
+    """Per-epoch metrics as a TSV (one row per epoch, columns in first-seen order)."""
+    columns: list[str] = []
+    for rec in history:
+        columns += [k for k in rec if k not in columns]
+    lines = ["\t".join(columns)]
+    for rec in history:
+        cells = [rec.get(c, float("nan")) for c in columns]
+        lines.append(
+            "\t".join(
+                str(int(v)) if c == "epoch" else f"{v:.6g}"
+                for c, v in zip(columns, cells, strict=True)
+            )
+        )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def save_weights(path: Path, module_or_state: nn.Module | Mapping[str, torch.Tensor]) -> None:
+    """A state dict as safetensors (CPU, contiguous: safetensors refuses shared storage)."""
+    state = (
+        module_or_state.state_dict() if isinstance(module_or_state, nn.Module) else module_or_state
+    )
+    save_file({k: v.detach().cpu().contiguous().clone() for k, v in state.items()}, str(path))
+    os.chmod(path, umask_mode())  # safetensors writes 0600: colleagues could not read it

@@ -207,7 +207,8 @@ def train_supervised(
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg, loss_fn.l2sp is not None), weight_decay=cfg.weight_decay
     )
-    teacher = _teacher(spec, inputs, ids["train"], names, train_cfg, cfg.batch_size, device)
+    with data.precision.autocast():  # every forward pass in the stage's precision
+        teacher = _teacher(spec, inputs, ids["train"], names, train_cfg, cfg.batch_size, device)
     log.info(
         "%s: %d targets, %d train / %d val / %d test records, %d trainable parameters",
         kind,
@@ -219,7 +220,9 @@ def train_supervised(
     train_loader = records.loader("train", "train", True)
     task = SupervisedTask(loss_fn, records.loader("val", "eval", False), targets["val"], device)
 
-    params = {kind: asdict(cfg), "model": dict(model_cfg), "train": asdict(train_cfg)}
+    params: dict[str, Any] = {kind: asdict(cfg), "model": dict(model_cfg)}
+    # train.precision as set and as resolved on this device (auto depends on it)
+    params |= {"train": asdict(train_cfg), "precision": data.precision.name}
     with tracked_stage(kind, params, inputs.files(), runtime) as (ckpt, run):
         if _head_only(model):  # frozen encoder: one encoder pass, then head epochs
             emb = records.embeddings(model, kind)
@@ -245,6 +248,7 @@ def train_supervised(
                 desc=kind,
                 on_epoch_end=runtime.on_epoch_end,
                 on_fresh_start=warm.fit if linear_fit else None,
+                precision=data.precision,
             )
             emb = records.embeddings(model, kind)  # the final, selected encoder
         if cfg.head_refit:  # the warm-start settings (higher rate) may still gain
@@ -252,7 +256,8 @@ def train_supervised(
         reference = logistic_reference(
             emb["train"].mean(axis=1), targets["train"], emb["val"].mean(axis=1), targets["val"]
         )
-        prob = predict_probs(model, records.loader("test", "eval", False), _forward, device)
+        with data.precision.autocast():
+            prob = predict_probs(model, records.loader("test", "eval", False), _forward, device)
         test_auroc, _ = macro_auroc(targets["test"], prob)
         summary = training_summary(result, reference, test_auroc)
         run.log_metrics(summary, result.epochs_run)
@@ -268,6 +273,7 @@ def train_supervised(
             preprocessing=training_preprocessing(
                 inputs.shard_index, train_cfg.crop_samples, train_cfg.eval_crops
             ),
+            precision=data.precision.name,
         )
         meta["training"] = summary
         write_stage_dir(model_dir, {"model.safetensors": model}, meta, result.history)

@@ -62,7 +62,12 @@ class SupervisedData:
         )
 
     def embeddings(self, model: SupervisedModel, desc: str) -> dict[str, np.ndarray]:
-        """(N, K, D) embeddings of every eval crop of the train and val records."""
+        """(N, K, D) embeddings of every eval crop of the train and val records, computed in
+        the stage's precision (float32 out)."""
+        with self.data.precision.autocast():
+            return self._embeddings(model, desc)
+
+    def _embeddings(self, model: SupervisedModel, desc: str) -> dict[str, np.ndarray]:
         return {
             part: embed_crops(
                 model,
