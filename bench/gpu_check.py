@@ -12,8 +12,8 @@ Subcommands (the shell script calls them; each can be run on its own):
   bench/s4.py use, checked against the torch backend. Later steps find them in the KeOps cache.
 * ``summary --out DIR --workdir W``: one markdown table from DIR/steps.tsv (written by the
   shell script) and the steps' outputs: test counts (junit XML), bench/s4.py's and
-  bench/loader.py's JSON, the pre-training log, history and benchmark table. Printed and
-  written to DIR/summary.md.
+  bench/loader.py's JSON, the bf16 step rates against fp32 (bench/train_rate.py's table), the
+  pre-training log, history and benchmark table. Printed and written to DIR/summary.md.
 """
 
 from __future__ import annotations
@@ -300,6 +300,12 @@ def _loader_figure(out: Path) -> str:
     if steps:
         text += "; CPU step " + ", ".join(f"{k} {v:,.1f}" for k, v in steps.items())
     return text
+def _amp_figure(out: Path) -> str:
+    """bf16 samples/s per stage and its ratio to fp32 (bench/train_rate.py's table rows)."""
+    log = out / "amp_step.log"
+    text = log.read_text() if log.exists() else ""
+    rows = re.findall(r"^\| \w+ \| \d+ \| bf16 \| (\w+) \| ([\d.]+) \| ([\d.]+) \|", text, re.M)
+    return ", ".join(f"{stage} bf16 {rate} samples/s = x{x} fp32" for stage, rate, x in rows)
 
 
 def _stamp(line: str) -> float | None:
@@ -369,6 +375,7 @@ def summary(out: Path, workdir: Path) -> int:
         "keops_warmup": _warmup_figure(out),
         "data_prep": _prep_figure(out),
         "kernel_tests": _tests_figure(out),
+        "amp_step": _amp_figure(out),
         "pretrain": _pretrain_figure(workdir, out),
         "bench_loader": _loader_figure(out),
     }

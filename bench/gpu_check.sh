@@ -18,6 +18,9 @@
 #   bench_s4      bench/s4.py kernel + train-step sections, naive vs torch vs keops; GPU: the
 #                 reference sizes (12 -> 512 channels, 4 bidirectional blocks, N 8,
 #                 L 250 / 1000 / 5000 at batch 32 / 16 / 4); dry run: --tiny
+#   amp_step      bench/train_rate.py --precision bf16 at the default size: the pre-training,
+#                 fine-tuning and inference steps in fp32 and in bf16 autocast (train.precision),
+#                 and bf16's speed against fp32 (runs while data_prep finishes)
 #   bench_loader  bench/loader.py briefly: the training loader's samples/s with 0 / 2 / 4 workers
 #                 on its own synthetic shards (GPU: reference batch 32, crop 250, pinned copies
 #                 to the GPU; dry run: default batch, with bench/train_rate.py's CPU step)
@@ -65,22 +68,25 @@ BACKEND=${GPU_CHECK_BACKEND:-keops}
 NPROC=$(nproc)
 if [[ $MODE == cuda ]]; then
     BUDGET=${GPU_CHECK_BUDGET_S:-290}
-    # step timeouts (s): preflight, keops warm-up, data prep, kernel tests, bench, pretrain, loader
-    T_PRE=60 T_WARM=120 T_PREP=240 T_TESTS=120 T_BENCH=170 T_TRAIN=150 T_LOADER=40
-    RESERVE_TRAIN=80 # the bench stops this long before the budget ends: pre-training's share
+    # step timeouts (s): preflight, keops warm-up, data prep, kernel tests, bench, pretrain,
+    # loader, bf16 step
+    T_PRE=60 T_WARM=120 T_PREP=240 T_TESTS=120 T_BENCH=170 T_TRAIN=150 T_LOADER=40 T_AMP=40
+    RESERVE_TRAIN=80 # the bench stops this long (+ T_LOADER + T_AMP) before the budget ends: pre-training's share
     PREP_CORES=$((NPROC > 6 ? NPROC - 4 : 2)) # leave cores to the GPU steps' host side
     TRAIN_CORES=$NPROC
     BENCH_ARGS=(--device cuda --states 8 --lengths 250 1000 5000 --batches 32 16 4
         --steps 5 --warmup 2 --timeout 60)
+    AMP_ARGS=(--device cuda --steps 5)
     CONFIGS=("$REPO/config.yaml")
     LOADER_ARGS=(--device cuda --sizes reference --records 4096 --seconds 2 --step-steps 0)
 else
     BUDGET=${GPU_CHECK_BUDGET_S:-420}
-    T_PRE=60 T_WARM=180 T_PREP=300 T_TESTS=240 T_BENCH=200 T_TRAIN=200 T_LOADER=60
+    T_PRE=60 T_WARM=180 T_PREP=300 T_TESTS=240 T_BENCH=200 T_TRAIN=200 T_LOADER=60 T_AMP=60
     RESERVE_TRAIN=80
     PREP_CORES=$NPROC
     TRAIN_CORES=$NPROC
     BENCH_ARGS=(--tiny --device cpu --threads 1 --steps 2 --warmup 1 --timeout 90)
+    AMP_ARGS=(--device cpu --threads 1 --steps 1)
     CONFIGS=("$REPO/config.yaml" "$REPO/.test/config.yaml")
     LOADER_ARGS=(--device cpu --sizes default --records 512 --seconds 1 --step-steps 1 --threads 1)
 fi
@@ -242,9 +248,12 @@ run_step kernel_tests "$T_TESTS" "$PY" -m pytest -q -p no:cacheprovider \
     --junitxml="$OUT/kernel_tests.xml" tests/test_s4.py tests/test_cauchy.py tests/test_s4_fastpath.py
 if ((HAVE_DEVICE)); then
     if ! [[ -f $OUT/.data_prep.rc ]]; then STEP_NOTE="data_prep still running at the start"; fi
-    T=$(($(remaining) - RESERVE_TRAIN - T_LOADER))
+    T=$(($(remaining) - RESERVE_TRAIN - T_LOADER - T_AMP))
     run_step bench_s4 "$((T < T_BENCH ? T : T_BENCH))" "$PY" bench/s4.py --sections kernel train \
         --backends naive torch keops "${BENCH_ARGS[@]}" --json "$OUT/bench_s4.json"
+    T=$(($(remaining) - RESERVE_TRAIN - T_LOADER))
+    run_step amp_step "$((T < T_AMP ? T : T_AMP))" "$PY" bench/train_rate.py --sizes default \
+        --precision bf16 "${AMP_ARGS[@]}"
     if ! [[ -f $OUT/.data_prep.rc ]]; then STEP_NOTE="data_prep still running (shares the CPUs)"; fi
     T=$(($(remaining) - RESERVE_TRAIN))
     run_step bench_loader "$((T < T_LOADER ? T : T_LOADER))" "$PY" bench/loader.py --crops 250 \
@@ -269,6 +278,7 @@ if ((HAVE_DEVICE)); then
     fi
 else
     record bench_s4 skipped 0 "torch sees no CUDA device"
+    record amp_step skipped 0 "torch sees no CUDA device"
     record bench_loader skipped 0 "torch sees no CUDA device"
     record pretrain skipped 0 "torch sees no CUDA device"
 fi

@@ -8,8 +8,13 @@ shards are memory-mapped and cost little next to a step (see docs/scaling.md). U
 
     python bench/train_rate.py                     # default (64 x 2) and reference (512 x 4)
     python bench/train_rate.py --steps 20 --sizes default
+    python bench/train_rate.py --precision fp32 bf16 [--device cuda]   # train.precision
 
-Prints samples/s (wall) and CPU seconds per sample (robust on a shared machine).
+Prints samples/s (wall) and CPU seconds per sample (robust on a shared machine). With
+``--precision`` each step runs as the training loop runs it in that ``train.precision``
+(autocast forward, fp16 loss scaling; :mod:`pipeline.train.precision`), and each row gets its
+speed against fp32 measured in the same run (fp32 is added when not asked for): compare
+precisions on an idle machine only.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.losses import BarlowTwinsLoss
 from pipeline.models import build_ecg_encoder, build_tabular_encoder
 from pipeline.models.encoders import MLPHead
+from pipeline.train.precision import Precision, backward_step
 from pipeline.train.pretrain import JointEmbedding
 
 # (ecg_encoder overrides, batch size, embed_dim, projector_hidden): config.yaml defaults
@@ -44,15 +50,16 @@ def _cpu() -> float:
     return u.ru_utime + u.ru_stime
 
 
-def _batch(b: int) -> dict[str, torch.Tensor]:
+def _batch(b: int, device: torch.device) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    return {
+    batch = {
         "ecg": torch.randn(b, 12, CROP, generator=g),
         "x_cont": torch.randn(b, N_CONT, generator=g),
         "x_mask": (torch.rand(b, N_CONT, generator=g) > 0.5).float(),
         "x_cat": torch.stack([torch.randint(0, c, (b,), generator=g) for c in CATS], 1),
         "y": (torch.rand(b, N_LABELS, generator=g) > 0.97).float(),
     }
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 def _encoder(over: dict) -> nn.Module:
@@ -60,47 +67,65 @@ def _encoder(over: dict) -> nn.Module:
     return build_ecg_encoder(cfg | {"bidirectional": True, "kernel_backend": "auto"} | over)
 
 
-def _time(step, steps: int, b: int) -> dict[str, float]:
+def _time(step, steps: int, b: int, device: torch.device) -> dict[str, float]:
+    def sync() -> None:  # CUDA runs asynchronously: time finished work only
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     for _ in range(2):  # warm-up: allocator, kernel caches
         step()
+    sync()
     t0, c0 = time.monotonic(), _cpu()
     for _ in range(steps):
         step()
+    sync()
     wall, cpu = time.monotonic() - t0, _cpu() - c0
     return {"samples_s": steps * b / wall, "cpu_ms_per_sample": 1e3 * cpu / (steps * b)}
 
 
-def measure(size: str, steps: int) -> dict[str, dict[str, float]]:
+def measure(
+    size: str, steps: int, precision: str = "fp32", device: torch.device | None = None
+) -> dict[str, dict[str, float]]:
+    """Samples/s and CPU ms per sample of each stage's step in ``precision`` on ``device``."""
+    device = device or torch.device("cpu")
+    amp = Precision(precision, device.type)  # type: ignore[arg-type]  # argparse choices
     over, b, embed, hidden = SIZES[size]
-    batch = _batch(b)
+    batch = _batch(b, device)
     tab = build_tabular_encoder(
         {"name": "mlp", "hidden": [128, 128, 128], "dropout": 0.1}, N_CONT, CATS
     )
-    joint = JointEmbedding(_encoder(over), tab, embed, hidden)
+    joint = JointEmbedding(_encoder(over), tab, embed, hidden).to(device)
     loss_fn, opt = BarlowTwinsLoss(0.005), torch.optim.AdamW(joint.parameters(), lr=1e-3)
+    scaler = amp.new_scaler()
 
-    def pre_step() -> None:
+    def pre_step() -> None:  # as pipeline.train.engine.train_epoch runs it
         opt.zero_grad(set_to_none=True)
-        loss_fn(*joint(batch)).loss.backward()
-        opt.step()
+        with amp.autocast():
+            loss = loss_fn(*joint(batch)).loss
+        backward_step(loss, opt, scaler)
 
     enc = _encoder(over)
     head = MLPHead(enc.out_dim, [128], N_LABELS, 0.1)
-    sup = nn.ModuleDict({"enc": enc, "head": head})
+    sup = nn.ModuleDict({"enc": enc, "head": head}).to(device)
     sup_opt, bce = torch.optim.AdamW(sup.parameters(), lr=1e-3), nn.BCEWithLogitsLoss()
+    sup_scaler = amp.new_scaler()
 
     def sup_step() -> None:
         sup_opt.zero_grad(set_to_none=True)
-        bce(head(enc(batch["ecg"])), batch["y"]).backward()
-        sup_opt.step()
+        with amp.autocast():
+            loss = bce(head(enc(batch["ecg"])).float(), batch["y"])
+        backward_step(loss, sup_opt, sup_scaler)
 
     def infer() -> None:
-        with torch.no_grad():
+        with torch.no_grad(), amp.autocast():
             head(enc(batch["ecg"]))
 
-    out = {"pretrain": _time(pre_step, steps, b), "finetune": _time(sup_step, steps, b)}
+    out = {
+        "pretrain": _time(pre_step, steps, b, device),
+        "finetune": _time(sup_step, steps, b, device),
+    }
     sup.eval()
-    out["inference"] = _time(infer, steps, b)
+    out["inference"] = _time(infer, steps, b, device)
     return out
 
 
@@ -115,21 +140,38 @@ def main() -> None:
         help="torch threads (0: torch's default). On a busy machine use 1: OpenMP threads "
         "that wait for a descheduled sibling inflate CPU time several-fold",
     )
+    ap.add_argument(
+        "--precision",
+        nargs="+",
+        default=["fp32"],
+        choices=["fp32", "bf16", "fp16"],
+        help="train.precision values to time; fp32 is always timed first, as the baseline",
+    )
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, crop {CROP}")
-    print("| size | batch | stage | samples/s (wall) | CPU ms / sample | peak RSS MB |")
-    print("|---|---:|---|---:|---:|---:|")
+    device = torch.device(args.device)
+    precisions = list(dict.fromkeys(["fp32", *args.precision]))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, crop {CROP}, {device}")
+    print(
+        "| size | batch | precision | stage | samples/s (wall) | x fp32 | CPU ms / sample "
+        "| peak RSS MB |"
+    )
+    print("|---|---:|---|---|---:|---:|---:|---:|")
     for size in args.sizes:
-        for stage, r in measure(size, args.steps).items():
-            print(
-                f"| {size} | {SIZES[size][1]} | {stage} | {r['samples_s']:.1f} "
-                f"| {r['cpu_ms_per_sample']:.1f} "
-                f"| {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} |",
-                flush=True,
-            )
+        base: dict[str, float] = {}
+        for precision in precisions:
+            torch.manual_seed(0)
+            for stage, r in measure(size, args.steps, precision, device).items():
+                base.setdefault(stage, r["samples_s"])  # fp32 comes first
+                print(
+                    f"| {size} | {SIZES[size][1]} | {precision} | {stage} "
+                    f"| {r['samples_s']:.1f} | {r['samples_s'] / base[stage]:.2f} "
+                    f"| {r['cpu_ms_per_sample']:.1f} "
+                    f"| {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":
