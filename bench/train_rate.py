@@ -84,12 +84,18 @@ def _time(step, steps: int, b: int, device: torch.device) -> dict[str, float]:
 
 
 def measure(
-    size: str, steps: int, precision: str = "fp32", device: torch.device | None = None
+    size: str,
+    steps: int,
+    precision: str = "fp32",
+    device: torch.device | None = None,
+    batch_size: int = 0,
 ) -> dict[str, dict[str, float]]:
-    """Samples/s and CPU ms per sample of each stage's step in ``precision`` on ``device``."""
+    """Samples/s and CPU ms per sample of each stage's step in ``precision`` on ``device``
+    (``batch_size`` 0: the size's own)."""
     device = device or torch.device("cpu")
     amp = Precision(precision, device.type)  # type: ignore[arg-type]  # argparse choices
     over, b, embed, hidden = SIZES[size]
+    b = batch_size or b
     batch = _batch(b, device)
     tab = build_tabular_encoder(
         {"name": "mlp", "hidden": [128, 128, 128], "dropout": 0.1}, N_CONT, CATS
@@ -148,6 +154,7 @@ def main() -> None:
         help="train.precision values to time; fp32 is always timed first, as the baseline",
     )
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--batch", type=int, default=0, help="batch size (0: the size's own)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -163,10 +170,10 @@ def main() -> None:
         base: dict[str, float] = {}
         for precision in precisions:
             torch.manual_seed(0)
-            for stage, r in measure(size, args.steps, precision, device).items():
+            for stage, r in measure(size, args.steps, precision, device, args.batch).items():
                 base.setdefault(stage, r["samples_s"])  # fp32 comes first
                 print(
-                    f"| {size} | {SIZES[size][1]} | {precision} | {stage} "
+                    f"| {size} | {args.batch or SIZES[size][1]} | {precision} | {stage} "
                     f"| {r['samples_s']:.1f} | {r['samples_s'] / base[stage]:.2f} "
                     f"| {r['cpu_ms_per_sample']:.1f} "
                     f"| {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} |",

@@ -87,3 +87,23 @@ def test_loader_bench_reports_each_worker_count(tmp_path) -> None:
     assert all(r["samples_s"] > 0 and r["batch"] == 32 and r["crop"] == 250 for r in rows)
     assert re.search(r"^\| default \| 32 \| 250 \| 4 \| [\d.]+ \| [\d,]+ \|", proc.stdout, re.M)
     assert "GPU estimate (docs/scaling.md, reference model): 1,600-6,300 samples/s" in proc.stdout
+
+
+def test_train_rate_bench_compares_bf16_with_fp32() -> None:
+    args = ["--sizes", "default", "--steps", "1", "--batch", "4", "--threads", "1"]
+    proc = subprocess.run(
+        [sys.executable, "bench/train_rate.py", *args, "--precision", "bf16"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = re.findall(
+        r"^\| default \| 4 \| (\w+) \| (\w+) \| ([\d.]+) \| ([\d.]+) \|", proc.stdout, re.M
+    )
+    assert [(p, s) for p, s, _, _ in rows] == [
+        (p, s) for p in ("fp32", "bf16") for s in ("pretrain", "finetune", "inference")
+    ], proc.stdout
+    assert all(float(rate) > 0 for _, _, rate, _ in rows)
+    assert [float(x) for p, _, _, x in rows if p == "fp32"] == [1.0, 1.0, 1.0]  # the baseline
