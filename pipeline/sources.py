@@ -43,6 +43,18 @@ EXTRACT_INPUTS: Mapping[str, tuple[str, ...]] = {
     ),
     "labels": ("diagnoses_icd", "diagnosis", "d_icd_diagnoses"),
     "lab_targets": ("labevents", "d_labitems"),
+    # stage 1 beyond the cohort (pipeline.data.beyond): the records and the feature tables
+    "beyond": (
+        "record_list",
+        "patients",
+        "labevents",
+        "d_labitems",
+        "vitalsign",
+        "triage",
+        "omr",
+        "admissions",
+        "edstays",
+    ),
 }
 
 

@@ -64,7 +64,7 @@ class CohortStats:
     n_stays: int
 
 
-def _match_stays(ecgs: pl.LazyFrame, stays: pl.LazyFrame, window: pl.Expr) -> pl.LazyFrame:
+def match_stays(ecgs: pl.LazyFrame, stays: pl.LazyFrame, window: pl.Expr) -> pl.LazyFrame:
     """Each ECG's first stay whose window contains it, via an as-of join.
 
     For each ECG, the earliest stay of the same subject with ``intime >= ecg_time -
@@ -157,7 +157,7 @@ def extract_cohort(
     require(n_records, 1, f"{tables['record_list']}: no ECG records; check source.mimic_iv_ecg")
     stays = scan(tables, "edstays", ["subject_id", "stay_id", "hadm_id", "intime"])
     window = pl.duration(minutes=cfg.ed_window_minutes)
-    in_window = collect(_match_stays(records, stays, window))
+    in_window = collect(match_stays(records, stays, window))
     log.info("%d ECGs within %d min after an ED intime", in_window.height, cfg.ed_window_minutes)
     require(
         in_window.height,

@@ -138,9 +138,11 @@ def _in_window(frame: pl.LazyFrame, stays: pl.LazyFrame, on: str, minutes: int) 
     )
 
 
-def _lab_features(
+def lab_features(
     tables: Mapping[str, Path | str], stays: pl.DataFrame, keys: pl.DataFrame, minutes: int
 ) -> pl.DataFrame:
+    """Lab statistics over each window [intime, intime + minutes] of ``stays`` (stay_id,
+    subject_id, intime), one row per row of ``keys`` (study_id, stay_id)."""
     items = lab_items(tables, PROTOCOL_LABS)
     log.info(
         "labs: %d of %d protocol labels present", items["label"].n_unique(), len(PROTOCOL_LABS)
@@ -176,9 +178,11 @@ def _vital_values(frame: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def _vital_features(
+def vital_features(
     tables: Mapping[str, Path | str], stays: pl.DataFrame, keys: pl.DataFrame, minutes: int
 ) -> pl.DataFrame:
+    """ED vital statistics and acuity of each stay of ``stays`` over [intime, intime +
+    minutes], one row per row of ``keys`` (a null stay_id gives nulls)."""
     vitals = scan(tables, "vitalsign", ["stay_id", "charttime", *VITALS])
     timed = _in_window(vitals, stays.lazy().select("stay_id", "intime"), "stay_id", minutes)
     triage = scan(tables, "triage", ["stay_id", *VITALS]).join(
@@ -207,7 +211,7 @@ def _vital_features(
     return pl.concat([wide, _align(keys, acuity, "stay_id")], how="horizontal")
 
 
-def _biometrics(tables: Mapping[str, Path | str], cohort: pl.DataFrame, days: int) -> pl.DataFrame:
+def biometrics(tables: Mapping[str, Path | str], cohort: pl.DataFrame, days: int) -> pl.DataFrame:
     """Per ECG the omr value closest to the ECG date within +-days, per biometric."""
     spec = pl.LazyFrame(
         [(k, *v) for k, v in OMR_ITEMS.items()],
@@ -293,9 +297,9 @@ def extract_features(
         [
             demo,
             _align(keys, ethnicity(tables, ecgs), "study_id"),
-            _align(keys, _biometrics(tables, ecgs, cfg.omr_window_days), "study_id"),
-            _vital_features(tables, stays, keys, cfg.window_minutes),
-            _lab_features(tables, stays, keys, cfg.window_minutes),
+            _align(keys, biometrics(tables, ecgs, cfg.omr_window_days), "study_id"),
+            vital_features(tables, stays, keys, cfg.window_minutes),
+            lab_features(tables, stays, keys, cfg.window_minutes),
         ],
         how="horizontal",
     )

@@ -185,20 +185,51 @@ def fit_tabular(
 
 
 def tabular_inputs(
-    features: Path, manifest: Path, group: FeatureGroup, ids: Mapping[str, np.ndarray]
+    features: Path | Sequence[Path],
+    manifest: Path,
+    group: FeatureGroup,
+    ids: Mapping[str, np.ndarray],
 ) -> tuple[TabularPreprocessor, dict[str, TabularArrays]]:
     """The setup every stage with a tabular branch shares (pre-training and the multimodal
     models): statistics fitted on ``ids["train"]`` only, and the arrays of every part.
 
     Args:
-        features: features.parquet; manifest: feature_manifest.tsv.
+        features: features.parquet, or several feature tables (:func:`read_features`).
+        manifest: feature_manifest.tsv.
         group: the feature group ("all" or "routine").
         ids: part name -> study_ids; must include "train".
     """
-    frame = pl.read_parquet(features)
-    src = str(features)
+    paths = [Path(features)] if isinstance(features, str | Path) else [Path(p) for p in features]
+    frame = read_features(paths)
+    src = " + ".join(map(str, paths))
     prep = fit_tabular(frame, read_manifest(manifest, group), ids["train"], group, src)
     return prep, {part: prep.transform(frame, v, src) for part, v in ids.items()}
+
+
+def read_features(paths: Sequence[Path]) -> pl.DataFrame:
+    """Feature tables stacked: the first table's columns, taken from every table.
+
+    Further tables (stage 1's out-of-cohort records, :mod:`pipeline.data.beyond`) may carry
+    more columns (the record's path and time), which are dropped.
+
+    Raises:
+        ValueError: a table lacks one of the first's columns, or a study_id is repeated.
+    """
+    first = pl.read_parquet(paths[0])
+    parts = [first]
+    for path in paths[1:]:
+        schema = pl.read_parquet_schema(path)
+        missing = [c for c in first.columns if c not in schema]
+        if missing:
+            raise ValueError(
+                f"{path}: feature column {missing[0]!r} missing ({len(missing)} in all; "
+                f"the columns of {paths[0]} are expected)"
+            )
+        parts.append(pl.read_parquet(path, columns=first.columns).cast(first.schema))
+    frame = pl.concat(parts)
+    if len(parts) > 1 and frame["study_id"].is_duplicated().any():
+        raise ValueError(f"{' + '.join(map(str, paths))}: a study_id is in two feature tables")
+    return frame
 
 
 def _continuous_stats(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,7 +42,7 @@ from pipeline.models import (
 )
 from pipeline.train.augment import EcgAugmentConfig
 from pipeline.train.collapse_check import collapse_check
-from pipeline.train.data import Batch, ECGDataset, EpochLoader, loader_options, to_device
+from pipeline.train.data import Batch, ECGDataset, EpochLoader, loader_options, read_ids, to_device
 from pipeline.train.engine import TrainConfig
 from pipeline.train.pretrain_config import PretrainConfig
 from pipeline.train.reproducibility import runtime_record
@@ -62,7 +62,10 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class PretrainInputs:
     """Files stage 1 reads (all produced by upstream rules); the ECG-only stage 1 reads no
-    features (the labels are for the collapse probe only)."""
+    features (the labels are for the collapse probe only). With ``beyond_cohort`` on,
+    ``beyond_ids`` lists the out-of-cohort training records and ``beyond_features`` their
+    features (:mod:`pipeline.data.beyond`); ``shard_index`` then holds their ECGs too.
+    """
 
     shard_index: Path
     labels: Path
@@ -71,6 +74,8 @@ class PretrainInputs:
     val_ids: Path
     features: Path | None = None
     feature_manifest: Path | None = None
+    beyond_ids: Path | None = None
+    beyond_features: Path | None = None
 
     def files(self) -> list[Path]:
         return [Path(v) for v in asdict(self).values() if v is not None]
@@ -188,7 +193,8 @@ def pretrain(
             second crop of the record, both augmented so; None: the tabular data (the paper).
     """
     id_files = {"train": inputs.train_ids, "val": inputs.val_ids}
-    data = open_stage(runtime, cfg.seed, inputs.shard_index, id_files)
+    cohort_data = open_stage(runtime, cfg.seed, inputs.shard_index, id_files)
+    data = _with_beyond(cohort_data, inputs.beyond_ids)  # the collapse check keeps the cohort's
     train_cfg = runtime.train
     ids, device = data.ids, data.device
     if len(ids["train"]) < 2 or len(ids["val"]) < 2:
@@ -241,7 +247,7 @@ def pretrain(
                 data.store,
                 inputs.labels,
                 inputs.label_manifest,
-                ids,
+                cohort_data.ids,
                 seed=cfg.seed,
                 max_train=cfg.probe_max_train,
                 batch_size=cfg.batch_size,
@@ -265,6 +271,7 @@ def pretrain(
             "best_val_loss": result.best_metric,
             "n_train": len(ids["train"]),
             "n_val": len(ids["val"]),
+            **_beyond_record(data, cohort_data),
             "num_threads": torch.get_num_threads(),  # part of what makes a run reproducible
             # and what else the bytes depend on (README: Determinism)
             "runtime": runtime_record(data.precision.name),
@@ -312,6 +319,33 @@ def _loader(
     )
 
 
+def _with_beyond(data: StageData, beyond_ids: Path | None) -> StageData:
+    """``data`` with the out-of-cohort training records appended to its training part.
+
+    None (``beyond_cohort`` off): ``data`` itself, today's training set. The records were
+    admitted against the folds upstream (:func:`pipeline.data.beyond.beyond_train_ids`);
+    one that is a cohort record here would be counted twice or leak, so it stops the stage.
+    """
+    if beyond_ids is None:
+        return data
+    extra = read_ids(beyond_ids)
+    for part, part_ids in data.ids.items():
+        n_both = int(np.isin(extra, part_ids).sum())
+        if n_both:
+            raise ValueError(f"{beyond_ids}: {n_both} record(s) are also {part} records")
+    log.info(
+        "stage 1: %d cohort + %d out-of-cohort training records", len(data.ids["train"]), len(extra)
+    )
+    return replace(data, ids={**data.ids, "train": np.concatenate([data.ids["train"], extra])})
+
+
+def _beyond_record(data: StageData, cohort_data: StageData) -> dict[str, int]:
+    """model.json's count of out-of-cohort training records (absent when there are none,
+    so a run with ``beyond_cohort`` off writes what it always wrote)."""
+    n = len(data.ids["train"]) - len(cohort_data.ids["train"])
+    return {"n_train_beyond": n} if n else {}
+
+
 def _tabular(
     inputs: PretrainInputs, train_ids: np.ndarray, val_ids: np.ndarray
 ) -> tuple[TabularPreprocessor, dict[str, TabularArrays | None]]:
@@ -319,7 +353,8 @@ def _tabular(
     if inputs.features is None or inputs.feature_manifest is None:
         raise ValueError("pre-training against tabular data needs features and a feature manifest")
     parts = {"train": train_ids, "val": val_ids}
-    prep, arrays = tabular_inputs(inputs.features, inputs.feature_manifest, "all", parts)
+    tables = [inputs.features, *([inputs.beyond_features] if inputs.beyond_features else [])]
+    prep, arrays = tabular_inputs(tables, inputs.feature_manifest, "all", parts)
     log.info(
         "pre-training on %d train / %d val records, %d continuous + %d categorical features",
         *(len(train_ids), len(val_ids), prep.n_continuous, len(prep.categorical)),

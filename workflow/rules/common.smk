@@ -47,6 +47,14 @@ P = {
     "shard_group": f"{R}/shards/group_{{group}}",
     "shard_index": f"{R}/shards/index.parquet",
     "quarantine": f"{R}/shards/quarantine.tsv",
+    # stage 1 beyond the ED cohort (beyond_cohort.enabled): out-of-cohort ECGs with their
+    # features, their own shard groups beside the cohort's, and an index over both
+    "beyond": f"{R}/extract/beyond_cohort.parquet",
+    "beyond_dropped": f"{R}/extract/beyond_cohort_dropped.tsv",
+    "beyond_shard_group": f"{R}/shards/beyond_group_{{group}}",
+    "shard_index_beyond": f"{R}/shards/index_with_beyond.parquet",
+    "quarantine_beyond": f"{R}/shards/quarantine_with_beyond.tsv",
+    "beyond_ids": f"{R}/splits/beyond_train_ids.parquet",
     # splits and the per-stage id lists that training reads
     "folds": f"{R}/splits/folds.parquet",
     "ids": f"{R}/splits/{{part}}_ids.parquet",

@@ -7,7 +7,7 @@
 
 rule pretrain:
     input:
-        shard_index=P["shard_index"],
+        **stage1_inputs(tabular=True),  # beyond.smk: the cohort's shards, or with beyond_cohort
         features=P["features"],
         feature_manifest=P["feature_manifest"],
         labels=P["labels"],
@@ -41,7 +41,7 @@ rule pretrain:
 # crop of each ECG as the partner instead of the tabular data (no features read).
 rule pretrain_ecg_only:
     input:
-        shard_index=P["shard_index"],
+        **stage1_inputs(tabular=False),
         labels=P["labels"],
         label_manifest=P["label_manifest"],
         train_ids=ids("train"),
