@@ -2,15 +2,6 @@
 # ECGs with time-matched tabular data, their own shard groups beside the cohort's (the
 # cohort's shards are never re-made), an index over both, and the records stage 1 may
 # train on under the folds. Turning it on or off re-runs none of the cohort's extraction.
-BEYOND = config["beyond_cohort"]["enabled"]
-
-
-def stage1_inputs(tabular):
-    """pretrain's (tabular) and pretrain_ecg_only's shard index and out-of-cohort inputs."""
-    if not BEYOND:
-        return {"shard_index": P["shard_index"]}
-    extra = {"beyond_features": P["beyond"]} if tabular else {}
-    return {"shard_index": P["shard_index_beyond"], "beyond_ids": P["beyond_ids"], **extra}
 
 
 rule extract_beyond:

@@ -151,3 +151,15 @@ def plots_category(wildcards):
     report() pattern that matched it: {figure}.png or {table}.csv (explanations_lift.csv,
     the values behind the lift heatmap)."""
     return "Explanations" if "table" in wildcards.keys() else "Figures"
+
+
+# Stage 1 beyond the ED cohort (beyond.smk): what pretrain and pretrain_ecg_only read.
+BEYOND = config["beyond_cohort"]["enabled"]
+
+
+def stage1_inputs(tabular):
+    """pretrain's (tabular) and pretrain_ecg_only's shard index and out-of-cohort inputs."""
+    if not BEYOND:
+        return {"shard_index": P["shard_index"]}
+    extra = {"beyond_features": P["beyond"]} if tabular else {}
+    return {"shard_index": P["shard_index_beyond"], "beyond_ids": P["beyond_ids"], **extra}
