@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pipeline.data.beyond import BeyondConfig
 from pipeline.data.cohort import CohortConfig
 from pipeline.data.convert import ConvertConfig
 from pipeline.data.features import FeatureConfig
@@ -57,6 +58,7 @@ SECTIONS: dict[str, Callable[..., Any]] = {
     "convert": ConvertConfig,
     "cohort": CohortConfig,
     "features": FeatureConfig,
+    "beyond_cohort": BeyondConfig,
     "labels": LabelConfig,
     "lab_targets": LabTargetConfig,
     "shard": ShardConfig,
