@@ -35,7 +35,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.data.cohort import match_stays
+from pipeline.data.cohort import match_stays, with_age
 from pipeline.data.demographics import ethnicity
 from pipeline.data.features import FeatureConfig, biometrics, lab_features, vital_features
 from pipeline.data.splits import FOLDS_SCHEMA, SplitConfig
@@ -94,16 +94,7 @@ def _out_of_cohort(tables: Mapping[str, Path | str], cohort: Path) -> pl.DataFra
 
 def _with_patient(tables: Mapping[str, Path | str], ecgs: pl.DataFrame) -> pl.DataFrame:
     """Age at the ECG and gender, as the cohort computes them; ECGs without both anchors go."""
-    patients = scan(tables, "patients", ["subject_id", "gender", "anchor_age", "anchor_year"])
-    age = pl.col("anchor_age") + pl.col("ecg_time").dt.year() - pl.col("anchor_year")
-    return collect(
-        ecgs.lazy()
-        .join(patients, on="subject_id", how="inner")
-        .filter(pl.col("anchor_age").is_not_null() & pl.col("anchor_year").is_not_null())
-        .with_columns(age.cast(pl.Float64).alias("age"))
-        .drop("anchor_age", "anchor_year")
-        .sort("study_id")
-    )
+    return collect(with_age(ecgs.lazy(), tables).drop("anchor_age", "anchor_year").sort("study_id"))
 
 
 def _links(tables: Mapping[str, Path | str], ecgs: pl.DataFrame, ed_minutes: int) -> pl.DataFrame:

@@ -90,6 +90,21 @@ def match_stays(ecgs: pl.LazyFrame, stays: pl.LazyFrame, window: pl.Expr) -> pl.
     )
 
 
+def with_age(ecgs: pl.LazyFrame, tables: Mapping[str, Path | str]) -> pl.LazyFrame:
+    """ECGs joined to their patients row (gender, anchors) with the age at the ECG; ECGs
+    whose subject has no row or no anchor age or year are dropped."""
+    patients = scan(tables, "patients", ["subject_id", "gender", "anchor_age", "anchor_year"])
+    return (
+        ecgs.join(patients, on="subject_id", how="inner")
+        .filter(pl.col("anchor_age").is_not_null() & pl.col("anchor_year").is_not_null())
+        .with_columns(
+            (pl.col("anchor_age") + pl.col("ecg_time").dt.year() - pl.col("anchor_year"))
+            .cast(pl.Float64)
+            .alias("age")
+        )
+    )
+
+
 def _has_diagnosis(ecgs: pl.LazyFrame, tables: Mapping[str, Path | str]) -> pl.LazyFrame:
     """Keep ECGs whose linked admission has hospital codes or whose stay has ED codes."""
     hosp = (
@@ -166,17 +181,7 @@ def extract_cohort(
         "check source paths (source.mimic_iv_ecg, source.mimic_iv_ed: the same patients?) "
         "and cohort.ed_window_minutes",
     )
-    patients = scan(tables, "patients", ["subject_id", "gender", "anchor_age", "anchor_year"])
-    with_patient = collect(
-        in_window.lazy()
-        .join(patients, on="subject_id", how="inner")
-        .filter(pl.col("anchor_age").is_not_null() & pl.col("anchor_year").is_not_null())
-        .with_columns(
-            (pl.col("anchor_age") + pl.col("ecg_time").dt.year() - pl.col("anchor_year"))
-            .cast(pl.Float64)
-            .alias("age")
-        )
-    )
+    with_patient = collect(with_age(in_window.lazy(), tables))
     n_patient = with_patient.height
     require(
         n_patient,
