@@ -30,31 +30,14 @@ ED_TABLES = ("edstays", "triage", "vitalsign", "diagnosis")
 DATASETS = ("mimic_iv", "mimic_iv_ed", "mimic_iv_ecg")
 
 # Parquet tables each extraction step reads.
+_FEATURE_TABLES = ("labevents", "d_labitems", "vitalsign", "triage", "omr", "admissions", "edstays")
 EXTRACT_INPUTS: Mapping[str, tuple[str, ...]] = {
     "cohort": ("record_list", "edstays", "patients", "diagnoses_icd", "diagnosis"),
-    "features": (
-        "labevents",
-        "d_labitems",
-        "vitalsign",
-        "triage",
-        "omr",
-        "admissions",
-        "edstays",
-    ),
+    "features": _FEATURE_TABLES,
     "labels": ("diagnoses_icd", "diagnosis", "d_icd_diagnoses"),
     "lab_targets": ("labevents", "d_labitems"),
     # stage 1 beyond the cohort (pipeline.data.beyond): the records and the feature tables
-    "beyond": (
-        "record_list",
-        "patients",
-        "labevents",
-        "d_labitems",
-        "vitalsign",
-        "triage",
-        "omr",
-        "admissions",
-        "edstays",
-    ),
+    "beyond": ("record_list", "patients", *_FEATURE_TABLES),
 }
 
 
