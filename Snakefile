@@ -41,6 +41,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/probe.smk"
 include: "workflow/rules/study.smk"
 include: "workflow/rules/sweep.smk"
+include: "workflow/rules/regime.smk"
 include: "workflow/rules/export.smk"
 
 

@@ -7,11 +7,16 @@ the results directory: the default run writes to results/ itself, study seed 1 t
 results/study/seed1/, sweep variant ``kd_T1`` to results/sweep/kd_T1/.
 
 A run re-trains exactly the training stages (the two stage-1 encoders and the registered
-models) whose settings (:meth:`Stages.settings`) its overrides change, and every stage
-downstream of one of them (initialised from it, or distilled from it). Everything else
-(extraction, shards, splits and every other stage) is the default run's file, shared and
-never copied. This module imports neither torch nor snakemake: the Snakefile reads it while
-building the DAG.
+models) whose settings (:meth:`Stages.settings`) or data (:meth:`Stages.reads`) its
+overrides change, and every stage downstream of one of them (initialised from it, or
+distilled from it). Two overrides reach upstream of training (:data:`DATA_KEYS`):
+``synthetic.world`` changes the cohort, so the run reads extraction, shards and splits from
+its world's directory (:meth:`Plan.data`, e.g. results/regime/world-null/), shared by every
+run of that world; ``label_fraction`` changes only the label subset (:meth:`Plan.labels`)
+and the models trained on diagnoses. Everything else is the default run's file, and a stage
+two runs train alike (same settings, data and upstream stages) is trained once, by the
+first of them (:meth:`Plan.owner`). This module imports neither torch nor snakemake: the
+Snakefile reads it while building the DAG.
 """
 
 from __future__ import annotations
@@ -21,15 +26,22 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import PurePosixPath
 from typing import Any
 
 import jsonschema
 
 from pipeline.config_checks import config_errors
 from pipeline.registry import PRETRAINED, ModelSpec
+from pipeline.sources import DATASETS
 from pipeline.supervised_settings import SHARED, supervised_settings
 
 DEFAULT = "default"  # the default run's name (and its row in the sweep table)
+# Overrides outside the training stages' sections that a run may set: the synthetic world
+# (a cohort of its own: extraction, shards, splits) and the fraction of training subjects
+# whose diagnosis labels the supervised models see.
+WORLD, LABEL_FRACTION = "synthetic.world", "label_fraction"
+DATA_KEYS = (WORLD, LABEL_FRACTION)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")  # a path component and a wildcard value
 
 
@@ -138,6 +150,16 @@ class Stages:
             out["augment"] = config["pretrain_ecg_only"]["augment"]
         return sorted_settings(out)
 
+    def reads(self, config: Mapping[str, Any], node: str) -> dict[str, Any]:
+        """What stage ``node`` trains on beyond its settings: the cohort (the synthetic
+        section, which the rules' params never carry) and, for a model trained on
+        diagnoses, the label fraction (stage 1 keeps every training record)."""
+        out: dict[str, Any] = {"synthetic": cohort_settings(config)}
+        spec = self.models.get(node)
+        if spec is not None and spec.task == "diagnoses":
+            out[LABEL_FRACTION] = config[LABEL_FRACTION]
+        return out
+
     def upstream(self, node: str) -> set[str]:
         """The stages ``node`` starts from or is distilled from."""
         spec = self.models.get(node)
@@ -145,9 +167,14 @@ class Stages:
 
     def retrained(self, config: Mapping[str, Any], run: Run) -> tuple[str, ...]:
         """The stages (order of :attr:`nodes`) run ``run`` re-trains: those whose settings
-        its overrides change, and every stage downstream of one of them."""
+        or data its overrides change, and every stage downstream of one of them."""
         resolved = resolve(config, run)
-        changed = {n for n in self.nodes if self.settings(resolved, n) != self.settings(config, n)}
+        changed = {
+            n
+            for n in self.nodes
+            if self.settings(resolved, n) != self.settings(config, n)
+            or self.reads(resolved, n) != self.reads(config, n)
+        }
         grew = True
         while grew:  # a stage downstream of a re-trained one is re-trained too
             downstream = {n for n in self.nodes if self.upstream(n) & changed}
@@ -187,13 +214,85 @@ class Plan:
         return {p: resolve(self.config, run) for p, run in self.runs.items()}
 
     def owner(self, prefix: str, node: str) -> str:
-        """The prefix of the run whose output of ``node`` run ``prefix`` reads: its own
-        where it re-trains the stage, else the default run's."""
-        return prefix if node in self.retrained[prefix] else DEFAULT_RUN.prefix
+        """The prefix of the run whose output of ``node`` run ``prefix`` reads: the default
+        run's where it does not re-train the stage, else the first run (plan order) that
+        trains it alike: same settings, same data, upstream stages from the same runs. So
+        the regime's runs of one world and seed share stage 1 across label fractions, and a
+        regime run equal to a study seed reads the study's models."""
+        return self._owners[prefix][node]
+
+    @cached_property
+    def _owners(self) -> dict[str, dict[str, str]]:
+        first: dict[tuple[str, str], str] = {}  # (node, identity) -> owning prefix
+        out: dict[str, dict[str, str]] = {}
+        for prefix in self.runs:
+            owners = out[prefix] = {}
+            for node in self.stages.nodes:  # upstream stages come first
+                if node not in self.retrained[prefix]:
+                    owners[node] = DEFAULT_RUN.prefix
+                    continue
+                key = (node, self._identity(prefix, node, owners))
+                owners[node] = first.setdefault(key, prefix)
+        return out
+
+    def _identity(self, prefix: str, node: str, owners: Mapping[str, str]) -> str:
+        resolved = self.resolved[prefix]
+        upstream = {u: owners[u] for u in sorted(self.stages.upstream(node))}
+        parts = (self.stages.settings(resolved, node), self.stages.reads(resolved, node), upstream)
+        return repr(parts)
+
+    def data(self, prefix: str) -> str:
+        """Where run ``prefix`` reads its cohort, extraction, shards and splits: the default
+        run's ('') unless it overrides the synthetic world, then its world's directory
+        under its experiment, ``<experiment>/world-<world>/`` (one per world, shared)."""
+        run, resolved = self.runs[prefix], self.resolved[prefix]
+        if cohort_settings(resolved) == cohort_settings(self.config):
+            return DEFAULT_RUN.prefix
+        return f"{run.experiment}/world-{cohort_settings(resolved)['world']}/"
+
+    def labels(self, prefix: str) -> str:
+        """The label subset's tag in its file name (``train_labelled_ids{tag}.parquet``
+        under the run's data): '' at the config's ``label_fraction`` (the default run's
+        file), ``_<fraction>`` otherwise, shared by every run of that world and fraction."""
+        fraction = self.resolved[prefix][LABEL_FRACTION]
+        return "" if fraction == self.config[LABEL_FRACTION] else label_tag(fraction)
+
+    @cached_property
+    def datasets(self) -> dict[str, dict[str, Any]]:
+        """Data prefix -> the synthetic section its cohort is made with, keys sorted (the
+        default's first: synthesize_cohort's params)."""
+        out = {DEFAULT_RUN.prefix: sorted_settings(self.config["synthetic"])}
+        for prefix in self.runs:
+            out.setdefault(self.data(prefix), sorted_settings(self.resolved[prefix]["synthetic"]))
+        return out
+
+    @cached_property
+    def label_sets(self) -> dict[tuple[str, str], float]:
+        """(data prefix, label tag) -> label fraction, for every subset some run reads (the
+        value as written: label_subset's params)."""
+        return {(self.data(p), self.labels(p)): self.resolved[p][LABEL_FRACTION] for p in self.runs}
 
     def settings(self, prefix: str, node: str) -> dict[str, Any]:
         """:meth:`Stages.settings` of ``node`` in run ``prefix``."""
         return self.stages.settings(self.resolved[prefix], node)
+
+
+def cohort_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The synthetic section, keys sorted, world ``null`` spelt as a string (YAML reads an
+    unquoted ``null`` as None; both mean the null world)."""
+    section = sorted_settings(config["synthetic"])
+    return section | {"world": "null" if section.get("world") is None else section["world"]}
+
+
+def label_tag(fraction: float) -> str:
+    """``_0.25``: a label subset's file-name tag (see :meth:`Plan.labels`)."""
+    return f"_{float(fraction):g}"
+
+
+def seed_overrides(config: Mapping[str, Any], stages: Stages, seed: int) -> dict[str, int]:
+    """Every training stage's seed set to ``seed`` (the sections that have one)."""
+    seeded = sorted(s for s in stages.sections() if "seed" in config.get(s, {}))
+    return {f"{section}.seed": seed for section in seeded}
 
 
 def study_runs(config: Mapping[str, Any], stages: Stages) -> list[Run]:
@@ -202,10 +301,29 @@ def study_runs(config: Mapping[str, Any], stages: Stages) -> list[Run]:
     A seed equal to the default run's (every stage's) re-trains nothing: its models are the
     default run's own files.
     """
-    seeded = sorted(s for s in stages.sections() if "seed" in config.get(s, {}))
     return [
-        Run(f"seed{seed}", {f"{section}.seed": seed for section in seeded}, "study")
+        Run(f"seed{seed}", seed_overrides(config, stages, seed), "study")
         for seed in config["study"]["seeds"]
+    ]
+
+
+def regime_runs(config: Mapping[str, Any], stages: Stages) -> list[Run]:
+    """One run per cell of ``regime``: world x label fraction x seed, under results/regime/.
+
+    Named ``<world>-f<fraction>-seed<seed>``. Runs of one world share its cohort; of one
+    world and seed, stage 1; a cell equal to the default run or a study seed reads their
+    models (:meth:`Plan.owner`).
+    """
+    grid = config["regime"]
+    return [
+        Run(
+            f"{world or 'null'}-f{float(fraction):g}-seed{seed}",
+            {**seed_overrides(config, stages, seed), WORLD: world, LABEL_FRACTION: fraction},
+            "regime",
+        )
+        for world in grid["worlds"]
+        for fraction in grid["label_fractions"]
+        for seed in grid["seeds"]
     ]
 
 
@@ -275,15 +393,37 @@ def variant_errors(
         if run.name in seen:
             errors.append(f"{where}: the name is used twice")
         seen.add(run.name)
-        bad = sorted(run.sections - allowed)
+        bad = sorted({k.split(".")[0] for k in run.overrides if k not in DATA_KEYS} - allowed)
         if bad:
             errors.append(
                 f"{where}: {bad[0]} is not a training stage's section; a variant sets keys of "
-                f"{', '.join(sorted(allowed))}"
+                f"{', '.join(sorted(allowed))}, or {' or '.join(DATA_KEYS)}"
             )
             continue
+        errors += axis_errors(where, config, run)
         errors += _resolved_errors(where, config, run, validator)
     return errors
+
+
+def axis_errors(where: str, config: Mapping[str, Any], run: Run) -> list[str]:
+    """A world other than the config's needs a synthetic cohort, generated under results/."""
+    world = cohort_settings(resolve(config, run))["world"]
+    if world == cohort_settings(config)["world"]:
+        return []
+    if not config["source"]["synthetic"]:
+        return [f"{where}: {WORLD} needs source.synthetic: true (real MIMIC has one world)"]
+    outside = [k for k in DATASETS if not under(config["source"][k], config["results"])]
+    if outside:
+        return [
+            f"{where}: {WORLD}: source.{outside[0]} must lie under results "
+            f"({config['results']!r}) so that each world's cohort has a directory of its own"
+        ]
+    return []
+
+
+def under(path: str, root: str) -> bool:
+    """Whether ``path`` lies under directory ``root`` (both as written in the config)."""
+    return PurePosixPath(path).is_relative_to(PurePosixPath(root))
 
 
 def _resolved_errors(where: str, config: Mapping[str, Any], run: Run, validator: Any) -> list[str]:

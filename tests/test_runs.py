@@ -15,6 +15,8 @@ from pipeline.runs import (
     Plan,
     Run,
     Stages,
+    axis_errors,
+    regime_runs,
     resolve,
     study_rows,
     study_runs,
@@ -204,3 +206,81 @@ def test_a_shared_supervised_setting_reaches_every_model_that_does_not_override_
     shared_lr = Run("lr", {"supervised.lr": 5e-4}, "sweep")
     reached = set(STAGES.retrained(config, shared_lr))
     assert reached and not reached & own_lr
+
+
+DIAGNOSES = {m for m, spec in STAGES.models.items() if spec.task == "diagnoses"}
+
+
+def test_a_world_reaches_every_stage_and_reads_its_own_cohort() -> None:
+    config = _config()
+    assert set(STAGES.retrained(config, Run("w", {"synthetic.world": "null"}, "regime"))) == set(
+        STAGES.nodes
+    )
+    run = Run("null-f1-seed0", {"synthetic.world": "null"}, "regime")
+    plan = Plan.of(config, STAGES, [run])
+    assert plan.data(run.prefix) == "regime/world-null/"  # extraction, shards, splits
+    assert plan.labels(run.prefix) == ""  # the config's fraction: the default file name
+    assert plan.data("") == "" and plan.datasets[""] == config["synthetic"]
+    assert plan.datasets["regime/world-null/"]["world"] == "null"
+    # YAML's unquoted null is the same world: no cohort of its own
+    config["synthetic"]["world"] = None
+    same = Plan.of(config, STAGES, [Run("x", {"synthetic.world": "null"}, "regime")])
+    assert same.data("regime/x/") == "" and same.retrained["regime/x/"] == ()
+
+
+def test_a_label_fraction_reaches_the_models_on_diagnoses_and_those_downstream() -> None:
+    retrained = _retrained({"label_fraction": 0.25})
+    assert DIAGNOSES <= retrained
+    assert "method_labs" in retrained  # initialised from method_diagnoses
+    assert not {"pretrain", "pretrain_ecg_only"} & retrained  # stage 1 keeps every record
+    run = Run("f", {"label_fraction": 0.25}, "regime")
+    plan = Plan.of(_config(), STAGES, [run])
+    assert plan.data(run.prefix) == "" and plan.labels(run.prefix) == "_0.25"
+    assert plan.label_sets == {("", ""): 1.0, ("", "_0.25"): 0.25}
+    assert plan.owner(run.prefix, "pretrain") == ""
+
+
+def test_regime_cells_share_cohorts_stage_1_and_the_study_seeds_models() -> None:
+    config = _config()
+    config["regime"] = {
+        "worlds": ["realistic", "null"],
+        "label_fractions": [1.0, 0.1],
+        "seeds": [0, 1],
+        "models": ["signal_only"],
+    }
+    runs = {run.name: run for run in regime_runs(config, STAGES)}
+    assert list(runs)[:2] == ["realistic-f1-seed0", "realistic-f1-seed1"] and len(runs) == 8
+    plan = Plan.of(config, STAGES, [*study_runs(config, STAGES), *runs.values()])
+    prefix = {name: run.prefix for name, run in runs.items()}
+    assert plan.retrained[prefix["realistic-f1-seed0"]] == ()  # the default run itself
+    # a cell equal to a study seed reads the study's models
+    assert plan.owner(prefix["realistic-f1-seed1"], "signal_only") == "study/seed1/"
+    # a label fraction re-trains the model on diagnoses, not stage 1
+    assert plan.owner(prefix["realistic-f0.1-seed1"], "pretrain") == "study/seed1/"
+    assert plan.owner(prefix["realistic-f0.1-seed1"], "signal_only") == prefix["realistic-f0.1-seed1"]
+    # the null world: one cohort; stage 1 once per seed, shared across label fractions
+    assert {plan.data(p) for n, p in prefix.items() if n.startswith("null")} == {
+        "regime/world-null/"
+    }
+    for seed in (0, 1):
+        owner = plan.owner(prefix[f"null-f0.1-seed{seed}"], "pretrain")
+        assert owner == prefix[f"null-f1-seed{seed}"]
+        assert plan.owner(prefix[f"null-f0.1-seed{seed}"], "method_diagnoses") == prefix[
+            f"null-f0.1-seed{seed}"
+        ]
+    assert plan.labels(prefix["null-f0.1-seed0"]) == "_0.1"
+    assert set(plan.datasets) == {"", "regime/world-null/"}
+
+
+def test_a_world_needs_a_synthetic_cohort_under_results() -> None:
+    config = _config()
+    run = Run("w", {"synthetic.world": "null"}, "regime")
+    assert axis_errors("w", config, run) == []
+    assert axis_errors("w", config, Run("same", {"synthetic.world": "realistic"})) == []
+    moved = config | {"source": config["source"] | {"mimic_iv": "/data/mimic-iv"}}
+    assert axis_errors("w", moved, run) == [
+        "w: synthetic.world: source.mimic_iv must lie under results ('results') so that each"
+        " world's cohort has a directory of its own"
+    ]
+    real = config | {"source": config["source"] | {"synthetic": False}}
+    assert "needs source.synthetic: true" in axis_errors("w", real, run)[0]

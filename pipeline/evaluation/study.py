@@ -39,7 +39,7 @@ class StudyOutputs:
     json: Path
 
 
-def _pooled(est: Sequence[tuple[float, np.ndarray]]) -> tuple[float, np.ndarray]:
+def pooled_over_seeds(est: Sequence[tuple[float, np.ndarray]]) -> tuple[float, np.ndarray]:
     """Mean over seeds of the point estimates and, resample by resample, of the resamples."""
     return float(np.mean([p for p, _ in est])), np.mean([b for _, b in est], axis=0)
 
@@ -105,7 +105,7 @@ def study_summary(evals: Mapping[int, Mapping[str, Mapping[str, Any]]]) -> dict[
     n_test = int(evals[seeds[0]][names[0]]["n_records"])
     for a, b in comparisons():
         diffs = [(macro[s][a][0] - macro[s][b][0], macro[s][a][1] - macro[s][b][1]) for s in seeds]
-        pooled = _pooled(diffs)
+        pooled = pooled_over_seeds(diffs)
         single_sd = float(np.mean([np.nanstd(d, ddof=1) for _, d in diffs]))
         points = [p for p, _ in diffs]
         comps[f"{a}_minus_{b}"] = {
@@ -122,7 +122,7 @@ def study_summary(evals: Mapping[int, Mapping[str, Mapping[str, Any]]]) -> dict[
         }
     trio = ("method_diagnoses", "signal_only", "multimodal_classification")
     per_seed_gap = {str(s): _est(gap_bridged(*(macro[s][m] for m in trio))) for s in seeds}
-    pooled_gap = gap_bridged(*(_pooled([macro[s][m] for s in seeds]) for m in trio))
+    pooled_gap = gap_bridged(*(pooled_over_seeds([macro[s][m] for s in seeds]) for m in trio))
     comps["gap_bridged"] = {
         "formula": "(method_diagnoses - signal_only) / (multimodal_classification - signal_only)",
         "per_seed": per_seed_gap,

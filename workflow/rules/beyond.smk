@@ -13,9 +13,9 @@ rule extract_beyond:
         beyond=P["beyond"],
         dropped=P["beyond_dropped"],
     log:
-        log("extract_beyond"),
+        log("extract_beyond", RUN),
     benchmark:
-        bench_tsv("extract_beyond")
+        bench_tsv("extract_beyond", RUN)
     conda:
         "../envs/pipeline.yaml"
     threads: 4
@@ -35,13 +35,13 @@ rule extract_beyond:
 rule shard_ecg_beyond:
     input:
         cohort=P["beyond"],
-        record_list=source_path(SRC, "record_list"),
+        record_list=lambda wildcards: source_path(source(wildcards.run), "record_list"),
     output:
         directory(P["beyond_shard_group"]),
     log:
-        log("shard_ecg_beyond_{group}"),
+        log("shard_ecg_beyond_{group}", RUN),
     benchmark:
-        bench_tsv("shard_ecg_beyond_{group}")
+        bench_tsv("shard_ecg_beyond_{group}", RUN)
     wildcard_constraints:
         group=r"\d+",
     conda:
@@ -59,13 +59,15 @@ rule shard_ecg_beyond:
 
 rule merge_shards_beyond:
     input:
-        expand(P["shard_group"], group=range(config["shard"]["n_groups"])),
-        expand(P["beyond_shard_group"], group=range(config["shard"]["n_groups"])),
+        expand(P["shard_group"], group=range(config["shard"]["n_groups"]), allow_missing=True),
+        expand(
+            P["beyond_shard_group"], group=range(config["shard"]["n_groups"]), allow_missing=True
+        ),
     output:
         index=P["shard_index_beyond"],
         quarantine=P["quarantine_beyond"],
     log:
-        log("merge_shards_beyond"),
+        log("merge_shards_beyond", RUN),
     conda:
         "../envs/pipeline.yaml"
     resources:
@@ -83,7 +85,7 @@ rule beyond_ids:
     output:
         P["beyond_ids"],
     log:
-        log("beyond_ids"),
+        log("beyond_ids", RUN),
     conda:
         "../envs/pipeline.yaml"
     resources:

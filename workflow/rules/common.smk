@@ -7,8 +7,15 @@ from snakemake.exceptions import WorkflowError
 from pipeline.config_checks import config_errors
 from pipeline.registry import PLUGINS_ENV, plugin_modules
 from pipeline.registry import models as registered_models
-from pipeline.runs import sorted_settings
-from pipeline.sources import EXTRACT_INPUTS, TABLES, probes_ground_truth, source_errors, source_path
+from pipeline.runs import sorted_settings, under
+from pipeline.sources import (
+    DATASETS,
+    EXTRACT_INPUTS,
+    TABLES,
+    probes_ground_truth,
+    source_errors,
+    source_path,
+)
 
 # Rule scripts import `pipeline` from the repository root even where it is not
 # pip-installed (e.g. --sdm conda envs). We set, not require, this variable, and every job
@@ -30,36 +37,39 @@ MODELS = registered_models()
 SUPERVISED = {name: spec.task for name, spec in MODELS.items()}  # model -> task
 
 P = {
+    # Upstream of training, {run} is a data prefix (PLAN.data: '' for the default run's
+    # cohort, regime/world-null/ for another world's), every run of that world reads.
     # synthetic cohort (only with source.synthetic) and its ground truth
-    "synthetic_done": f"{R}/synthetic/cohort.json",
-    "ground_truth": f"{R}/synthetic/ground_truth/latent.parquet",
+    "synthetic_done": f"{R}/{RUN}synthetic/cohort.json",
+    "ground_truth": f"{R}/{RUN}synthetic/ground_truth/latent.parquet",
     # extract
-    "parquet": f"{R}/parquet/{{table}}.parquet",
-    "cohort": f"{R}/extract/cohort.parquet",
-    "cohort_dropped": f"{R}/extract/cohort_dropped.tsv",
-    "features": f"{R}/extract/features.parquet",
-    "feature_manifest": f"{R}/extract/feature_manifest.tsv",
-    "labels": f"{R}/extract/labels.parquet",
-    "label_manifest": f"{R}/extract/label_manifest.tsv",
-    "lab_targets": f"{R}/extract/lab_targets.parquet",
-    "lab_target_manifest": f"{R}/extract/lab_target_manifest.tsv",
+    "parquet": f"{R}/{RUN}parquet/{{table}}.parquet",
+    "cohort": f"{R}/{RUN}extract/cohort.parquet",
+    "cohort_dropped": f"{R}/{RUN}extract/cohort_dropped.tsv",
+    "features": f"{R}/{RUN}extract/features.parquet",
+    "feature_manifest": f"{R}/{RUN}extract/feature_manifest.tsv",
+    "labels": f"{R}/{RUN}extract/labels.parquet",
+    "label_manifest": f"{R}/{RUN}extract/label_manifest.tsv",
+    "lab_targets": f"{R}/{RUN}extract/lab_targets.parquet",
+    "lab_target_manifest": f"{R}/{RUN}extract/lab_target_manifest.tsv",
     # shard (keyed by record, never by split)
-    "shard_group": f"{R}/shards/group_{{group}}",
-    "shard_index": f"{R}/shards/index.parquet",
-    "quarantine": f"{R}/shards/quarantine.tsv",
+    "shard_group": f"{R}/{RUN}shards/group_{{group}}",
+    "shard_index": f"{R}/{RUN}shards/index.parquet",
+    "quarantine": f"{R}/{RUN}shards/quarantine.tsv",
     # stage 1 beyond the ED cohort (beyond_cohort.enabled): out-of-cohort ECGs with their
     # features, their own shard groups beside the cohort's, and an index over both
-    "beyond": f"{R}/extract/beyond_cohort.parquet",
-    "beyond_dropped": f"{R}/extract/beyond_cohort_dropped.tsv",
-    "beyond_shard_group": f"{R}/shards/beyond_group_{{group}}",
-    "shard_index_beyond": f"{R}/shards/index_with_beyond.parquet",
-    "quarantine_beyond": f"{R}/shards/quarantine_with_beyond.tsv",
-    "beyond_ids": f"{R}/splits/beyond_train_ids.parquet",
+    "beyond": f"{R}/{RUN}extract/beyond_cohort.parquet",
+    "beyond_dropped": f"{R}/{RUN}extract/beyond_cohort_dropped.tsv",
+    "beyond_shard_group": f"{R}/{RUN}shards/beyond_group_{{group}}",
+    "shard_index_beyond": f"{R}/{RUN}shards/index_with_beyond.parquet",
+    "quarantine_beyond": f"{R}/{RUN}shards/quarantine_with_beyond.tsv",
+    "beyond_ids": f"{R}/{RUN}splits/beyond_train_ids.parquet",
     # splits and the per-stage id lists that training reads
-    "folds": f"{R}/splits/folds.parquet",
-    "ids": f"{R}/splits/{{part}}_ids.parquet",
-    "train_labelled_ids": f"{R}/splits/train_labelled_ids.parquet",  # label_fraction
-    "lab_targets_selected": f"{R}/splits/lab_targets_selected.tsv",
+    "folds": f"{R}/{RUN}splits/folds.parquet",
+    "ids": f"{R}/{RUN}splits/{{part}}_ids.parquet",
+    # label_fraction: {labels} is '' at the config's, _<fraction> for a run's other one
+    "train_labelled_ids": f"{R}/{RUN}splits/train_labelled_ids{{labels}}.parquet",
+    "lab_targets_selected": f"{R}/{RUN}splits/lab_targets_selected.tsv",
     # models of a run (the default run's at results/models/...)
     "pretrain_dir": f"{R}/{RUN}models/pretrain",
     "pretrain_ecg_only_dir": f"{R}/{RUN}models/pretrain_ecg_only",
@@ -110,6 +120,15 @@ def path(key, run="", **wildcards):
     return P[key].format(run=run, **wildcards)
 
 
+def source(run=""):
+    """config ``source`` of data prefix ``run``: as configured for the default run's cohort;
+    another world's dataset roots sit at the same place under results/<run>."""
+    if not run:
+        return SRC
+    moved = {k: f"{R}/{run}{Path(SRC[k]).relative_to(R).as_posix()}" for k in DATASETS}
+    return {**SRC, **moved}
+
+
 def section(*keys):
     """A config section for `params:`, keys sorted at every level (sorted_settings)."""
     value = config
@@ -122,12 +141,13 @@ def extract_inputs(stage):
     return {t: parquet(t) for t in EXTRACT_INPUTS[stage]}
 
 
-def parquet(table):
-    return P["parquet"].format(table=table)
+def parquet(table, run=RUN):
+    return path("parquet", run, table=table)
 
 
-def ids(part):
-    return P["ids"].format(part=part)
+def ids(part, run=RUN):
+    """A fold's id list of data prefix ``run`` (default: the rule's {run} wildcard)."""
+    return path("ids", run, part=part)
 
 
 def log(name, run=""):
@@ -140,9 +160,9 @@ def bench_tsv(name, run=""):
 
 
 # What each task trains on: targets and their names.
-TASK_TARGETS = {
-    "diagnoses": {"targets": P["labels"], "target_names": P["label_manifest"]},
-    "labs": {"targets": P["lab_targets"], "target_names": P["lab_targets_selected"]},
+TASK_TARGETS = {  # P keys
+    "diagnoses": {"targets": "labels", "target_names": "label_manifest"},
+    "labs": {"targets": "lab_targets", "target_names": "lab_targets_selected"},
 }
 
 
@@ -159,7 +179,9 @@ BEYOND = config["beyond_cohort"]["enabled"]
 
 def stage1_inputs(tabular):
     """pretrain's (tabular) and pretrain_ecg_only's shard index and out-of-cohort inputs."""
+    # data_file (runs.smk): the files of the {run} wildcard's world, shared by its runs
     if not BEYOND:
-        return {"shard_index": P["shard_index"]}
-    extra = {"beyond_features": P["beyond"]} if tabular else {}
-    return {"shard_index": P["shard_index_beyond"], "beyond_ids": P["beyond_ids"], **extra}
+        return {"shard_index": data_file("shard_index")}
+    extra = {"beyond_features": data_file("beyond")} if tabular else {}
+    index, beyond_ids = data_file("shard_index_beyond"), data_file("beyond_ids")
+    return {"shard_index": index, "beyond_ids": beyond_ids, **extra}

@@ -6,8 +6,8 @@
 rule evaluate:
     input:
         predictions=P["predictions"],
-        label_manifest=P["label_manifest"],
-        lab_target_manifest=P["lab_target_manifest"],
+        label_manifest=data_file("label_manifest"),
+        lab_target_manifest=data_file("lab_target_manifest"),
     output:
         summary=P["evaluation"],
         per_label=report(
@@ -40,8 +40,8 @@ rule report:
     input:
         evaluations=expand(P["evaluation"], run="", model=SUPERVISED),
         predictions=expand(P["predictions"], run="", model=SUPERVISED),
-        label_manifest=P["label_manifest"],
-        lab_target_manifest=P["lab_target_manifest"],
+        label_manifest=path("label_manifest"),
+        lab_target_manifest=path("lab_target_manifest"),
         probe_md=P["probe_md"],
         probe_csv=P["probe_csv"],
         probe_plot=P["probe_plot"],

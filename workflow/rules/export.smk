@@ -5,13 +5,13 @@
 rule export_model:
     input:
         model_dir=path("model_dir", model="method_labs"),
-        label_manifest=P["label_manifest"],
-        lab_targets=P["lab_targets_selected"],
+        label_manifest=path("label_manifest"),
+        lab_targets=path("lab_targets_selected"),
         table1_json=P["table1_json"],
-        shard_index=P["shard_index"],
-        train_ids=ids("train"),
-        val_ids=ids("val"),
-        test_ids=ids("test"),
+        shard_index=path("shard_index"),
+        train_ids=ids("train", ""),
+        val_ids=ids("val", ""),
+        test_ids=ids("test", ""),
     output:
         # only the model card goes into the HTML report (the pattern matches MODEL_CARD.md)
         report(

@@ -5,14 +5,14 @@
 
 rule convert:
     input:
-        # a function: the dataset root and relative path depend on the table
-        lambda wildcards: source_path(SRC, wildcards.table),
+        # a function: the dataset root (the data prefix's) and relative path (the table's)
+        lambda wildcards: source_path(source(wildcards.run), wildcards.table),
     output:
         P["parquet"],
     log:
-        log("convert_{table}"),
+        log("convert_{table}", RUN),
     benchmark:
-        bench_tsv("convert_{table}")
+        bench_tsv("convert_{table}", RUN)
     wildcard_constraints:
         table="|".join(TABLES),
     conda:
@@ -34,9 +34,9 @@ rule extract_cohort:
         cohort=P["cohort"],
         dropped=P["cohort_dropped"],
     log:
-        log("extract_cohort"),
+        log("extract_cohort", RUN),
     benchmark:
-        bench_tsv("extract_cohort")
+        bench_tsv("extract_cohort", RUN)
     conda:
         "../envs/pipeline.yaml"
     threads: 2
@@ -57,9 +57,9 @@ rule extract_features:
         features=P["features"],
         manifest=P["feature_manifest"],
     log:
-        log("extract_features"),
+        log("extract_features", RUN),
     benchmark:
-        bench_tsv("extract_features")
+        bench_tsv("extract_features", RUN)
     conda:
         "../envs/pipeline.yaml"
     threads: 4
@@ -80,9 +80,9 @@ rule extract_labels:
         labels=P["labels"],
         manifest=P["label_manifest"],
     log:
-        log("extract_labels"),
+        log("extract_labels", RUN),
     benchmark:
-        bench_tsv("extract_labels")
+        bench_tsv("extract_labels", RUN)
     conda:
         "../envs/pipeline.yaml"
     threads: 2
@@ -103,9 +103,9 @@ rule extract_lab_targets:
         targets=P["lab_targets"],
         manifest=P["lab_target_manifest"],
     log:
-        log("extract_lab_targets"),
+        log("extract_lab_targets", RUN),
     benchmark:
-        bench_tsv("extract_lab_targets")
+        bench_tsv("extract_lab_targets", RUN)
     conda:
         "../envs/pipeline.yaml"
     threads: 4

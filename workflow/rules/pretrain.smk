@@ -8,12 +8,12 @@
 rule pretrain:
     input:
         **stage1_inputs(tabular=True),  # beyond.smk: the cohort's shards, or with beyond_cohort
-        features=P["features"],
-        feature_manifest=P["feature_manifest"],
-        labels=P["labels"],
-        label_manifest=P["label_manifest"],
-        train_ids=ids("train"),
-        val_ids=ids("val"),
+        features=data_file("features"),
+        feature_manifest=data_file("feature_manifest"),
+        labels=data_file("labels"),
+        label_manifest=data_file("label_manifest"),
+        train_ids=data_file("ids", part="train"),
+        val_ids=data_file("ids", part="val"),
     output:
         directory(P["pretrain_dir"]),
     log:
@@ -42,10 +42,10 @@ rule pretrain:
 rule pretrain_ecg_only:
     input:
         **stage1_inputs(tabular=False),
-        labels=P["labels"],
-        label_manifest=P["label_manifest"],
-        train_ids=ids("train"),
-        val_ids=ids("val"),
+        labels=data_file("labels"),
+        label_manifest=data_file("label_manifest"),
+        train_ids=data_file("ids", part="train"),
+        val_ids=data_file("ids", part="val"),
     output:
         directory(P["pretrain_ecg_only_dir"]),
     log:

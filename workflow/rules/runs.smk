@@ -1,14 +1,18 @@
-# The runs (pipeline/runs.py): the default run, `snakemake study`'s seeds and `snakemake
-# sweep`'s variants, each a name and the settings it overrides. One rule per stage serves
-# them all through the {run} wildcard (results/{run}models/...); a run re-trains only the
-# stages its settings reach (PLAN.retrained) and reads every other output (extraction,
-# shards, splits, untouched models) from the default run.
+# The runs (pipeline/runs.py): the default run, `snakemake study`'s seeds, `snakemake
+# sweep`'s variants and `snakemake regime`'s cells, each a name and the settings it
+# overrides. One rule per stage serves them all through the {run} wildcard
+# (results/{run}models/...); a run re-trains only the stages its settings reach
+# (PLAN.retrained, PLAN.owner) and reads extraction, shards and splits from its world's
+# data prefix (PLAN.data: the default run's, or results/regime/world-<world>/), the same
+# rules' outputs under that prefix.
 import re
 
 from pipeline.registry import PRETRAINED, waiting_depth
 from pipeline.runs import (
     Plan,
     Stages,
+    axis_errors,
+    regime_runs,
     study_rows,
     study_runs,
     sweep_rows,
@@ -25,11 +29,21 @@ STUDY_RUNS = study_runs(config, STAGES)
 SWEEP_RUNS, _left_out = sweep_runs(config, STAGES)
 for _warning in _left_out:
     logger.warning(_warning)
-PLAN = Plan.of(config, STAGES, [*STUDY_RUNS, *SWEEP_RUNS])
+REGIME_RUNS = regime_runs(config, STAGES)
+_errors = [e for run in REGIME_RUNS for e in axis_errors(f"regime ({run.name})", config, run)]
+if _errors:
+    raise WorkflowError("invalid config:\n  " + "\n  ".join(f"config {e}" for e in _errors))
+PLAN = Plan.of(config, STAGES, [*STUDY_RUNS, *SWEEP_RUNS, *REGIME_RUNS])
 
 
 wildcard_constraints:
-    run="|".join(map(re.escape, PLAN.runs)),
+    # runs' prefixes, and the data prefixes of their worlds (upstream rules)
+    run="|".join(map(re.escape, dict.fromkeys([*PLAN.runs, *PLAN.datasets]))),
+
+
+def data_file(key, **wildcards):
+    """input: P[key] of the {run} wildcard's world (PLAN.data: shared by its runs)."""
+    return lambda wc: path(key, PLAN.data(wc.run), **wildcards)
 
 
 def stage_dir(run, node):
@@ -72,16 +86,17 @@ def training_inputs(wildcards):
     directory its encoder starts from where it does not start from scratch, and its
     teacher's model directory where it is distilled."""
     spec, run = MODELS[wildcards.model], wildcards.run
+    data = PLAN.data(run)
     inputs = {
-        "shard_index": P["shard_index"],
-        **{f"{part}_ids": ids(part) for part in ("train", "val", "test")},
-        **TASK_TARGETS[spec.task],
+        "shard_index": path("shard_index", data),
+        **{f"{part}_ids": ids(part, data) for part in ("train", "val", "test")},
+        **{k: path(key, data) for k, key in TASK_TARGETS[spec.task].items()},
     }
     if spec.task == "diagnoses":  # label_fraction: only the labelled training subjects
-        inputs["train_ids"] = P["train_labelled_ids"]
+        inputs["train_ids"] = path("train_labelled_ids", data, labels=PLAN.labels(run))
     teacher = MODELS[spec.teacher] if spec.teacher is not None else None
     if spec.tabular is not None or (teacher is not None and teacher.tabular is not None):
-        inputs |= {"features": P["features"], "feature_manifest": P["feature_manifest"]}
+        inputs |= {k: path(k, data) for k in ("features", "feature_manifest")}
     if spec.init is not None:
         inputs["init_dir"] = stage_dir(run, spec.init)
     if teacher is not None:

@@ -6,13 +6,13 @@ rule shard_ecg:
     input:
         cohort=P["cohort"],
         # the record list's source file, so a synthetic cohort is generated first
-        record_list=source_path(SRC, "record_list"),
+        record_list=lambda wildcards: source_path(source(wildcards.run), "record_list"),
     output:
         directory(P["shard_group"]),
     log:
-        log("shard_ecg_{group}"),
+        log("shard_ecg_{group}", RUN),
     benchmark:
-        bench_tsv("shard_ecg_{group}")
+        bench_tsv("shard_ecg_{group}", RUN)
     wildcard_constraints:
         group=r"\d+",
     conda:
@@ -31,14 +31,14 @@ rule shard_ecg:
 
 rule merge_shards:
     input:
-        expand(P["shard_group"], group=range(config["shard"]["n_groups"])),
+        expand(P["shard_group"], group=range(config["shard"]["n_groups"]), allow_missing=True),
     output:
         index=P["shard_index"],
         quarantine=P["quarantine"],
     log:
-        log("merge_shards"),
+        log("merge_shards", RUN),
     benchmark:
-        bench_tsv("merge_shards")
+        bench_tsv("merge_shards", RUN)
     conda:
         "../envs/pipeline.yaml"
     resources:

@@ -10,9 +10,9 @@ rule make_splits:
     output:
         P["folds"],
     log:
-        log("make_splits"),
+        log("make_splits", RUN),
     benchmark:
-        bench_tsv("make_splits")
+        bench_tsv("make_splits", RUN)
     conda:
         "../envs/pipeline.yaml"
     resources:
@@ -34,7 +34,7 @@ rule stage_ids:
         val=ids("val"),
         test=ids("test"),
     log:
-        log("stage_ids"),
+        log("stage_ids", RUN),
     conda:
         "../envs/pipeline.yaml"
     resources:
@@ -54,14 +54,16 @@ rule label_subset:
     output:
         P["train_labelled_ids"],
     log:
-        log("label_subset"),
+        log("label_subset{labels}", RUN),
     conda:
         "../envs/pipeline.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
+    wildcard_constraints:
+        labels="|".join(re.escape(tag) for _, tag in PLAN.label_sets),
     params:
-        fraction=config["label_fraction"],
+        fraction=lambda wildcards: PLAN.label_sets[(wildcards.run, wildcards.labels)],
     script:
         "../scripts/label_subset.py"
 
@@ -74,7 +76,7 @@ rule select_lab_targets:
     output:
         P["lab_targets_selected"],
     log:
-        log("select_lab_targets"),
+        log("select_lab_targets", RUN),
     conda:
         "../envs/pipeline.yaml"
     resources:
