@@ -36,7 +36,13 @@ RULES = [
 
 @pytest.mark.parametrize(
     ("code", "group"),
-    [("I4891", "waveform"), ("E875", "lab"), ("E87.1", "lab"), ("I509", "none"), ("K21", "unlisted")],
+    [
+        ("I4891", "waveform"),
+        ("E875", "lab"),
+        ("E87.1", "lab"),
+        ("I509", "none"),
+        ("K21", "unlisted"),
+    ],
 )
 def test_a_label_takes_its_longest_prefixs_group(code: str, group: str) -> None:
     assert group_of(code, RULES) == group
@@ -74,7 +80,9 @@ def test_group_difference_is_the_macro_of_the_label_differences() -> None:
     b = _res([0.7, 0.7, 0.5], [[0.6, 0.7, 0.5], [0.7, np.nan, 0.6]])
     point, boot = group_difference(a, b, np.array([0, 1]))
     assert point == pytest.approx(0.0)  # (0.1 - 0.1) / 2
-    np.testing.assert_allclose(boot, [0.0, 0.0], atol=1e-12)  # (0.2 - 0.2) / 2; label 1: NaN, skipped
+    np.testing.assert_allclose(
+        boot, [0.0, 0.0], atol=1e-12
+    )  # (0.2 - 0.2) / 2; label 1: NaN, skipped
     point, boot = group_difference(a, b, np.array([2]))
     assert point == pytest.approx(0.4)
     np.testing.assert_allclose(boot, [0.4, 0.4])
@@ -93,7 +101,11 @@ def test_cell_rows_pool_the_seeds_paired_differences_per_group() -> None:
         },
     }
     columns = label_columns(["I480", "E875"], RULES)
-    assert {g: c.tolist() for g, c in columns.items()} == {"all": [0, 1], "waveform": [0], "lab": [1]}
+    assert {g: c.tolist() for g, c in columns.items()} == {
+        "all": [0, 1],
+        "waveform": [0],
+        "lab": [1],
+    }
     rows = {(r["kind"], r["name"], r["group"]): r for r in cell_rows(seeds, columns, [("a", "b")])}
     wave = rows[("difference", "a - b", "waveform")]
     # seed 0: +0.1 (resamples +0.2, 0.0); seed 1: 0.0 (+0.1, -0.1): pooled +0.05 (+0.15, -0.05)
@@ -135,12 +147,16 @@ def _cell(root: Path, shift: float) -> dict[int, dict[str, tuple[Path, Path]]]:
 
 
 def test_regime_table_writes_every_cell_and_group(tmp_path: Path) -> None:
-    cells = {("realistic", 1.0): _cell(tmp_path / "r", 0.5), ("null", 1.0): _cell(tmp_path / "n", 0)}
+    cells = {
+        ("realistic", 1.0): _cell(tmp_path / "r", 0.5),
+        ("null", 1.0): _cell(tmp_path / "n", 0),
+    }
     out = RegimeOutputs(tmp_path / "regime.csv", tmp_path / "regime.md", tmp_path / "regime.png")
     frame = regime_table(cells, load_group_rules(), out, CFG)
     diffs = pl.read_csv(out.csv).filter(pl.col("kind") == "difference")
     assert diffs.height == 2 * 3 * 4  # cells x comparisons x (all, waveform, lab, none)
     assert set(diffs["group"]) == {"all", "waveform", "lab", "none"}
+
     # a stronger method in the realistic cell than in the null one
     def method_gain(world: str) -> float:
         row = frame.filter(

@@ -162,7 +162,9 @@ def regime_frame(
         per_seed, labels = load_cell(files, cfg)
         missing = {m for pair in comparisons for m in pair} - set(per_seed[min(per_seed)])
         if missing:
-            raise ValueError(f"regime cell {world}, {fraction}: no predictions of {sorted(missing)}")
+            raise ValueError(
+                f"regime cell {world}, {fraction}: no predictions of {sorted(missing)}"
+            )
         columns = label_columns(labels, rules)
         groups[world] = {g: [labels[i] for i in c] for g, c in columns.items() if g != ALL}
         for row in cell_rows(per_seed, columns, comparisons):
@@ -220,7 +222,9 @@ def regime_markdown(
             sub = cell_of[(world, fraction, group)]
             n = int(sub["n_labels"][0])
             cells_md = [_fmt(sub.filter(pl.col("name") == c).row(0, named=True)) for c in comps]
-            lines.append(f"| {world} | {fraction:g} | {group} ({n}) | " + " | ".join(cells_md) + " |")
+            lines.append(
+                f"| {world} | {fraction:g} | {group} ({n}) | " + " | ".join(cells_md) + " |"
+            )
     lines += _auroc_table(frame, cells)
     lines += ["", "## Labels per group", ""]
     for world, by_group in groups.items():

@@ -31,7 +31,9 @@ def regime_plot(frame: pl.DataFrame, out: Path) -> None:
             ax.axhline(0, color="grey", lw=1, ls="--")
             for k, world in enumerate(worlds):
                 sub = diffs.filter(
-                    (pl.col("group") == group) & (pl.col("name") == comp) & (pl.col("world") == world)
+                    (pl.col("group") == group)
+                    & (pl.col("name") == comp)
+                    & (pl.col("world") == world)
                 ).sort("label_fraction")
                 x = sub["label_fraction"].to_numpy() * (1 + 0.04 * (k - (len(worlds) - 1) / 2))
                 y = sub["point"].to_numpy()

@@ -55,13 +55,13 @@ rule label_subset:
         P["train_labelled_ids"],
     log:
         log("label_subset{labels}", RUN),
+    wildcard_constraints:
+        labels="|".join(re.escape(tag) for _, tag in PLAN.label_sets),
     conda:
         "../envs/pipeline.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
-    wildcard_constraints:
-        labels="|".join(re.escape(tag) for _, tag in PLAN.label_sets),
     params:
         fraction=lambda wildcards: PLAN.label_sets[(wildcards.run, wildcards.labels)],
     script:

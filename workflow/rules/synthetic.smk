@@ -9,7 +9,11 @@ if config["source"]["synthetic"]:
 
     rule synthesize_cohort:
         output:
-            [source_path(_SRC, t) for t in TABLES if t not in ("record_list", "patients", "edstays")],
+            [
+                source_path(_SRC, t)
+                for t in TABLES
+                if t not in ("record_list", "patients", "edstays")
+            ],
             f"{_SRC['mimic_iv_ecg']}/machine_measurements.csv",
             directory(f"{_SRC['mimic_iv_ecg']}/files"),
             record_list=source_path(_SRC, "record_list"),
