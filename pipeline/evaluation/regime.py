@@ -187,7 +187,7 @@ def regime_markdown(
     """The regime map as markdown: differences per cell, per label group, each model's AUROC."""
     comps = frame.filter(pl.col("kind") == "difference")["name"].unique(maintain_order=True)
     cells = frame.select("world", "label_fraction").unique(maintain_order=True).rows()
-    seeds = int(frame["n_seeds"].max())
+    seeds = int(frame.select(pl.col("n_seeds").max()).item())
     lines = [
         "# Regime map: world x label fraction",
         "",
