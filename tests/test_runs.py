@@ -22,6 +22,7 @@ from pipeline.runs import (
     study_runs,
     sweep_rows,
     sweep_runs,
+    variant_errors,
 )
 from tests.snakemake_helpers import REPO
 
@@ -287,3 +288,16 @@ def test_a_world_needs_a_synthetic_cohort_under_results() -> None:
     ]
     real = config | {"source": config["source"] | {"synthetic": False}}
     assert "needs source.synthetic: true" in axis_errors("w", real, run)[0]
+
+
+def test_a_variant_may_set_the_world_or_label_fraction_but_no_other_cohort_key() -> None:
+    config = _config()
+    config["sweep"]["variants"] = [
+        {"name": "few", "set": {"label_fraction": 0.5}},
+        {"name": "nul", "set": {"synthetic.world": "null"}},
+    ]
+    validate(config, str(SCHEMA_PATH))  # a top-level key is a valid variant key
+    assert variant_errors(config, SCHEMA, STAGES) == []
+    config["sweep"]["variants"] = [{"name": "big", "set": {"synthetic.scale": 2.0}}]
+    (error,) = variant_errors(config, SCHEMA, STAGES)
+    assert error.startswith("sweep.variants[0] (big): synthetic is not a training stage's section")
