@@ -300,6 +300,8 @@ def _loader_figure(out: Path) -> str:
     if steps:
         text += "; CPU step " + ", ".join(f"{k} {v:,.1f}" for k, v in steps.items())
     return text
+
+
 def _amp_figure(out: Path) -> str:
     """bf16 samples/s per stage and its ratio to fp32 (bench/train_rate.py's table rows)."""
     log = out / "amp_step.log"
