@@ -29,6 +29,7 @@ STRENGTH = {  # how informative each model's scores are
     "method_regularised": 0.65,
     "distilled": 0.55,
     "ssl_ecg_only": 0.45,
+    "random_init_finetune": 0.42,
 }
 CFG = EvalConfig(n_bootstrap=200, seed=3, n_roc_labels=4)
 
@@ -185,6 +186,8 @@ def test_comparisons_in_report(report: tuple) -> None:
         "distilled_minus_signal_only",
         "distilled_minus_method_diagnoses",
         "ssl_ecg_only_minus_signal_only",
+        "random_init_finetune_minus_signal_only",
+        "random_init_finetune_minus_method_diagnoses",
         "gap_bridged",
     }
     d = comp["method_diagnoses_minus_signal_only"]

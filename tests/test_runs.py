@@ -54,10 +54,11 @@ def _retrained(settings: dict) -> set[str]:
         ({"method_regularised.l2sp_alpha": 0.01}, {"method_regularised"}),
         # the student only: its teacher (a baseline) is untouched
         ({"distilled.mix": 0.25}, {"distilled"}),
-        # a shared section: both models on it, and stage 3 on the method's encoder
+        # a shared section: every model on it (the random-init control too), and stage 3
+        # on the method's encoder
         (
             {"finetune_diagnoses.encoder_lr": 1e-4},
-            {"method_diagnoses", "method_labs", "ssl_ecg_only"},
+            {"method_diagnoses", "method_labs", "ssl_ecg_only", "random_init_finetune"},
         ),
         # the baselines' section reaches the distilled student through its teacher
         (
@@ -141,9 +142,11 @@ def test_a_sweep_variants_stage_reads_its_upstream_from_the_run_that_trained_it(
         ("default", "method_labs"),
         ("default", "distilled"),
         ("default", "ssl_ecg_only"),
+        ("default", "random_init_finetune"),
         ("lr", "method_diagnoses"),
         ("lr", "method_labs"),
         ("lr", "ssl_ecg_only"),
+        ("lr", "random_init_finetune"),
         ("mix", "distilled"),
     ]
 

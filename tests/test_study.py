@@ -36,6 +36,7 @@ STRENGTH = {
     "method_regularised": 0.65,
     "distilled": 0.5,
     "ssl_ecg_only": 0.35,
+    "random_init_finetune": 0.32,
 }
 CFG = EvalConfig(n_bootstrap=200, seed=3)
 

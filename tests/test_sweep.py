@@ -222,6 +222,7 @@ def test_sweep_trains_each_variant_with_its_settings(swept: Path) -> None:
         "method_labs",
         "method_regularised",
         "ssl_ecg_only",
+        "random_init_finetune",
         "distilled",
     }
     for row in summary["rows"]:

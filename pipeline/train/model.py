@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from pipeline.data.tabular import TabularPreprocessor, tabular_encoder_meta
 from pipeline.models import (
+    ECGEncoder,
     build_ecg_encoder,
     build_tabular_encoder,
     ecg_encoder_config,
@@ -73,12 +74,13 @@ def build_supervised(
         meta = read_model_json(Path(init_dir) / "model.json")
         encoder = build_ecg_encoder(meta["ecg_encoder"])
         encoder.load_state_dict(load_file(str(Path(init_dir) / "encoder.safetensors")))
-        if cfg.freeze_blocks > len(encoder.blocks):
-            raise ValueError(f"freeze_blocks={cfg.freeze_blocks} > {len(encoder.blocks)} blocks")
-        encoder.freeze_blocks(cfg.freeze_blocks)
+        _freeze(encoder, cfg.freeze_blocks)
         head_cfg = _mlp_cfg(encoder.out_dim, cfg.head_hidden, n_out, dropout, cfg.head_norm)
         return SupervisedModel(spec, encoder, make_head(head_cfg), head_cfg)
     encoder = build_ecg_encoder(model_cfg["ecg_encoder"])
+    # A fine-tuning section on an untrained encoder (random_init_finetune) freezes as stage 2
+    # does; the baselines' freeze_blocks is 0, which leaves every parameter trainable.
+    _freeze(encoder, cfg.freeze_blocks)
     tab_encoder, in_dim = None, encoder.out_dim
     if spec.tabular is not None:
         assert prep is not None
@@ -94,17 +96,24 @@ def build_supervised(
     return SupervisedModel(spec, encoder, make_head(head_cfg), head_cfg, tab_encoder=tab_encoder)
 
 
+def _freeze(encoder: ECGEncoder, k: int) -> None:
+    if k > len(encoder.blocks):
+        raise ValueError(f"freeze_blocks={k} > {len(encoder.blocks)} blocks")
+    encoder.freeze_blocks(k)
+
+
 def param_groups(
     model: SupervisedModel, cfg: StageConfig, l2sp: bool = False
 ) -> list[dict[str, Any]]:
-    """Head at ``lr``; trainable encoder parameters of an initialised encoder at encoder_lr.
+    """Head at ``lr``; trainable encoder parameters at ``encoder_lr`` when the section sets
+    one (the fine-tuning sections, on a stage-1 or an untrained encoder), else one rate.
 
     With ``l2sp`` the encoder has its own group without weight decay: L2-SP replaces the
     pull towards zero by one towards the stage-1 weights (Li et al. 2018).
     """
     head = [p for n, p in model.named_parameters() if p.requires_grad and not _is_encoder(n)]
     enc = [p for n, p in model.named_parameters() if p.requires_grad and _is_encoder(n)]
-    if not l2sp and (model.spec.init is None or not cfg.encoder_lr):  # from scratch: one rate
+    if not l2sp and not cfg.encoder_lr:  # the baselines: one rate
         return [{"params": head + enc, "lr": cfg.lr, "name": "all"}]
     groups: list[dict[str, Any]] = [{"params": head, "lr": cfg.lr, "name": "head"}]
     if enc:
