@@ -161,6 +161,7 @@ def test_exported_model_equals_torch_on_20_records(world: World, tmp_path: Path)
     text = (out / "MODEL_CARD.md").read_text()
     assert "Associations, not causes" in text and "0.800 (0.750-0.850)" in text
     assert "Heart failure" in text
+    assert "## Training recipe" in text and "the same tuning budget" in text
     # onnxruntime alone (no torch, no training code) in a fresh interpreter
     code = (
         "import sys, numpy as np, onnxruntime as ort; x = np.load(sys.argv[1]); "
