@@ -165,7 +165,7 @@ def test_table1_structure_and_ranges(report: tuple) -> None:
     by_model = {r[t]["model"]: r[t]["auroc"] for r in rows for t in ("diagnoses", "labs") if r[t]}
     assert by_model["multimodal_classification"] > by_model["signal_only"]
     csv = pl.read_csv(root / "table1.csv")
-    assert csv.height == 7  # the paper's four rows, then the three beyond it
+    assert csv.height == 8  # the paper's four rows, then the three beyond it and the control
     assert {"diagnoses_auroc", "labs_ci_high", "paper_diagnoses_auroc"} <= set(csv.columns)
     assert csv["paper_diagnoses_auroc"].to_list() == [0.768, None, 0.826, 0.795, None, None, None]
     assert csv["paper_labs_auroc"].to_list() == [None, 0.762, None, 0.701, None, None, None]

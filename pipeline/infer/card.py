@@ -34,8 +34,8 @@ Every arm of the comparison got the same tuning budget, chosen on the validation
 (`snakemake sweep` with `configs/sweep_recipe.yaml`, synthetic default run, seed 0): stage 2
 (this model's diagnosis head and encoder, section `finetune_diagnoses`) `freeze_blocks` 0 or 1
 x `encoder_lr` 3e-4 or 1e-3, then the head `lr` 1e-3 on the best; the supervised baselines
-`lr` 3e-4, 1e-3 or 3e-3; stage 1 a longer epoch cap and a larger Barlow Twins batch and
-projector. A setting became the default only when its validation gain exceeded the spread
+`lr` 3e-4, 1e-3 or 3e-3. Stage 1 (epoch cap, Barlow Twins batch and projector) was not
+re-tuned. A setting became the default only when its validation gain exceeded the spread
 between training seeds. What was tried, what validation gave and what was not tried are in
 `docs/results_synthetic.md` ("Recipe parity"); on other data, re-run that grid first.
 """
