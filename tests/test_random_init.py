@@ -30,7 +30,7 @@ def test_the_control_reads_stage_2s_settings_and_starts_untrained() -> None:
     assert control.section == method.section == "finetune_diagnoses"
     assert control.init is None and method.init == "pretrain"
     # every stage-2 key reaches it; nothing of stage 1 does
-    for key, value in (("freeze_blocks", 0), ("encoder_lr", 1e-3), ("lr", 1e-3)):
+    for key, value in (("freeze_blocks", 1), ("encoder_lr", 3e-4), ("lr", 1e-3)):
         run = Run("r", {f"finetune_diagnoses.{key}": value}, "grid")
         assert CONTROL in STAGES.retrained(config, run), key
     run = Run("r", {"pretrain.epochs": 30}, "grid")
