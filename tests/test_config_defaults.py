@@ -82,6 +82,7 @@ UNMAPPED = {
     "source": "dataset paths, resolved by the Snakefile",
     "study": "the seed list, expanded by the Snakefile",
     "sweep": "the variant list, read by pipeline.runs (defaults in config.yaml = schema)",
+    "regime": "the grid of worlds, label fractions, seeds and models, read by pipeline.runs",
     "model_registry": "plugin module names, exported to jobs by common.smk",
     "model": "a container of the two encoder sections",
     "pretrain_ecg_only": "a container of its augment section",
