@@ -93,6 +93,19 @@ def test_dropout_masks_are_bernoulli_with_inverse_scaling(device: torch.device) 
     assert rows.std().item() < 0.05
 
 
+def test_dropout_keeps_each_word_of_a_draw_with_probability_1_minus_p() -> None:
+    # each int64 draw gives the masks of two neighbouring elements (low and high word);
+    # both must be Bernoulli(1 - p), and an odd element count uses half of the last draw
+    torch.manual_seed(2)
+    for p in (0.1, 0.5, 0.9):
+        kept = dropout(torch.ones(2 * 150_001 + 1), p, training=True) != 0
+        for half in (kept[0::2], kept[1::2]):  # 1.5e5 draws each: sd <= 0.0013
+            assert abs(half.double().mean().item() - (1 - p)) < 0.006
+        pairs = kept[:-1].view(-1, 2).double()
+        both = (pairs[:, 0] * pairs[:, 1]).mean().item()
+        assert abs(both - (1 - p) ** 2) < 0.006  # the two words are independent
+
+
 def test_eval_cache_never_serves_stale_taps(device: torch.device) -> None:
     enc = _encoder("dplr", True, device).eval()
     layer = enc.blocks[0].layer

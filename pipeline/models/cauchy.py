@@ -126,7 +126,10 @@ class _CauchyChunked(torch.autograd.Function):
         v, z, w = ctx.saved_tensors
         gv_re, gv_im = torch.zeros_like(v.real), torch.zeros_like(v.real)  # (B, K, N)
         gw_re, gw_im = torch.zeros_like(w.real), torch.zeros_like(w.real)  # (B, N)
-        vrt, vit = v.real.transpose(1, 2), v.imag.transpose(1, 2)  # (B, N, K)
+        # contiguous: a transposed view of a complex tensor's real part has no unit stride,
+        # and bmm would copy it matrix by matrix (B small copies per product)
+        vrt = v.real.transpose(1, 2).contiguous()  # (B, N, K)
+        vit = v.imag.transpose(1, 2).contiguous()
         for start in range(0, z.shape[0], ctx.chunk):
             g = grad[..., start : start + ctx.chunk]
             gr, gi = g.real.contiguous(), g.imag.contiguous()  # (B, K, c)
