@@ -111,6 +111,10 @@ def main() -> None:
     from pipeline.infer.bundle import load_bundle, make_scorer
 
     torch.set_num_threads(args.threads)
+    sys.path.insert(0, str(REPO / "bench"))
+    from cpu_info import cpu_model
+
+    print(f"CPU: {cpu_model()}; torch {torch.__version__}; ratios are against torch, this run")
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

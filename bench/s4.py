@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpu_info import cpu_model
 from s4_worker import worker
 
 SECTIONS = ("kernel", "train", "layout", "eval")
@@ -202,8 +203,10 @@ def main() -> None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         sys.exit("bench/s4.py: --device cuda but torch sees no CUDA device")
+    where = torch.cuda.get_device_name() if device == "cuda" else cpu_model()
     print(
-        f"S4 benchmark: device={device} ({args.threads or torch.get_num_threads()} threads) "
+        f"S4 benchmark on {where}: device={device} "
+        f"({args.threads or torch.get_num_threads()} threads) "
         f"mode={args.mode} d_model={args.d_model} n_layers={args.n_layers} bidirectional, "
         f"dropout 0.2; time = median of {args.steps} steps after {args.warmup} warm-up; memory = "
         f"peak above live before a step ({'CUDA allocated' if device == 'cuda' else 'RSS'})"
