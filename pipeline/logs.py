@@ -18,8 +18,11 @@ T = TypeVar("T")
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def setup_logging(log_file: str | Path | None = None, level: int = logging.INFO) -> None:
-    """Log to stderr and, when given, to ``log_file`` (the rule's ``log:``).
+def setup_logging(
+    log_file: str | Path | None = None, level: int = logging.INFO, append: bool = False
+) -> None:
+    """Log to stderr and, when given, to ``log_file`` (the rule's ``log:``; ``append``: after
+    what is there, as the processes of data-parallel training do).
 
     Also routes an uncaught exception through logging, so the reason a job failed
     (message and traceback) lands in its log file, not only on the console, which under
@@ -32,7 +35,7 @@ def setup_logging(log_file: str | Path | None = None, level: int = logging.INFO)
     handlers: list[logging.Handler] = [console]
     if log_file is not None:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_file, mode="w"))
+        handlers.append(logging.FileHandler(log_file, mode="a" if append else "w"))
     logging.basicConfig(level=level, format=_FORMAT, handlers=handlers, force=True)
     sys.excepthook = log_uncaught
 

@@ -49,6 +49,10 @@ class Interrupted(SystemExit):
     def __str__(self) -> str:
         return self.reason
 
+    def __reduce__(self) -> tuple[type[Interrupted], tuple[int, str]]:
+        # a rank of data-parallel training hands it to its parent (pipeline.train.distributed)
+        return Interrupted, (self.signum, self.reason)
+
 
 def signal_name(signum: int) -> str:
     """``SIGTERM`` for 15, and so on."""

@@ -31,6 +31,7 @@ from pipeline.losses.distillation import DistillationLoss, DistillationOutput
 from pipeline.losses.l2sp import L2SP
 from pipeline.losses.masked_bce import masked_bce
 from pipeline.losses.vicreg import VICRegLoss, VICRegOutput
+from pipeline.parallel import global_batch
 
 ObjectiveName = Literal["barlow_twins", "vicreg", "clip"]
 
@@ -64,6 +65,10 @@ class Objective(nn.Module):
     Args:
         name: The loss's name in the objective table.
         loss_fn: The loss module; its parameters (if any) become this module's.
+
+    In training inside a data-parallel group both batches are first gathered across the
+    ranks (:func:`pipeline.parallel.global_batch`), so the statistics (cross-correlation,
+    variances, the similarity matrix) are those of the global batch.
     """
 
     def __init__(self, name: str, loss_fn: nn.Module) -> None:
@@ -83,6 +88,8 @@ class Objective(nn.Module):
         Returns:
             An :class:`ObjectiveOutput`.
         """
+        if self.training:  # data-parallel: the statistics of the global batch (pipeline.parallel)
+            z_ecg, z_tab = global_batch(z_ecg), global_batch(z_tab)
         out = self.loss_fn(z_ecg, z_tab)
         parts = {k: v.detach() for k, v in zip(out._fields[1:], out[1:], strict=True)}
         return ObjectiveOutput(loss=out.loss, components=parts)

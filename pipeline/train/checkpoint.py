@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from pipeline.io import atomic_path
+from pipeline.parallel import is_main
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +90,18 @@ class CheckpointSpec:
         return ckpt
 
     def save(self, state: Mapping[str, Any]) -> None:
-        """Write atomically so a kill during the write leaves the previous checkpoint."""
+        """Write atomically so a kill during the write leaves the previous checkpoint.
+
+        In data-parallel training only rank 0 writes (every rank holds the same state)."""
+        if not is_main():
+            return
         with atomic_path(self.path) as tmp:
             torch.save({"format": FORMAT_VERSION, "key": self.key, **state}, tmp)
 
     def clear(self) -> None:
         """Delete the checkpoint (after the stage's outputs are written)."""
+        if not is_main():
+            return
         if self.path.exists():
             self.path.unlink()
         with contextlib.suppress(OSError):  # not empty or already gone

@@ -239,7 +239,7 @@ class EpochDataset(Protocol):
 class _From:
     """The batches of ``sampler`` from batch ``start`` on (index lists only: no data is read)."""
 
-    def __init__(self, sampler: BatchSampler, start: int) -> None:
+    def __init__(self, sampler: BatchSampler | _Part, start: int) -> None:
         self.sampler, self.start = sampler, start
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -312,11 +312,26 @@ class _Pass:
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         loader = self.loader  # not held by the generator: that would be a cycle again
-        batches = _From(loader._batches(), loader.start_batch)
+        batches = _From(loader._rank_batches(), loader.start_batch)
         return _keyed(loader._generator, loader.epoch, batches)
 
     def __len__(self) -> int:
         return len(self.loader)
+
+
+class _Part:
+    """Part ``rank`` of ``world`` equal parts of every batch of ``sampler`` (data-parallel)."""
+
+    def __init__(self, sampler: BatchSampler, rank: int, world: int) -> None:
+        self.sampler, self.rank, self.world = sampler, rank, world
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.sampler:
+            part = len(batch) // self.world
+            yield batch[self.rank * part : (self.rank + 1) * part]
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 class EpochLoader:
@@ -325,6 +340,7 @@ class EpochLoader:
     ``options`` (:func:`loader_options`) choose workers, pinning and prefetch; the batches
     are the same for every choice. With workers they persist across passes (one DataLoader
     per EpochLoader), and their own seeds come from ``seed``.
+    Sharded (:meth:`shard`), it yields one rank's part of each of the same batches.
     """
 
     def __init__(
@@ -346,6 +362,7 @@ class EpochLoader:
         self._generator = torch.Generator()
         self.epoch = 0
         self.start_batch = 0
+        self.rank, self.world = 0, 1
         self.set_epoch(0)
         workers = options.num_workers
         self._loader: DataLoader[dict[str, np.ndarray]] = DataLoader(
@@ -359,6 +376,19 @@ class EpochLoader:
             generator=torch.Generator().manual_seed(seed),
             worker_init_fn=_ignore_stop_signals if workers else None,
         )
+
+    def shard(self, rank: int, world: int) -> None:
+        """Yield part ``rank`` of ``world`` equal parts of each batch (data-parallel rank
+        ``rank``): the ranks together see exactly the batches of the unsharded loader."""
+        if not self.drop_last:
+            raise ValueError("only a loader of full batches (drop_last) splits into equal parts")
+        if self.batch_size % world:
+            raise BadSetting(
+                f"batch size {self.batch_size} does not split into {world} equal parts "
+                f"(train.devices {world}; the batch is capped at the {len(self.dataset)} "
+                "records): use a multiple of train.devices"
+            )
+        self.rank, self.world = rank, world
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> int:
         """Reseed for ``epoch``; the next pass starts at batch ``start_batch`` (a resume).
@@ -383,9 +413,13 @@ class EpochLoader:
         )
         return BatchSampler(sampler, self.batch_size, self.drop_last)
 
+    def _rank_batches(self) -> BatchSampler | _Part:
+        batches = self._batches()
+        return batches if self.world == 1 else _Part(batches, self.rank, self.world)
+
     def __len__(self) -> int:
         """Batches left in this pass."""
-        return len(_From(self._batches(), self.start_batch))
+        return len(_From(self._rank_batches(), self.start_batch))
 
     def __iter__(self) -> Iterator[Batch]:
         # a generator: it holds this loader (its sampler only refers to it weakly) while

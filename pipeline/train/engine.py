@@ -26,7 +26,9 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from pipeline.data.checks import TooLittleData
 from pipeline.logs import progress
+from pipeline.parallel import current
 from pipeline.stops import BadSetting
+from pipeline.train import distributed
 from pipeline.train.checkpoint import CheckpointSpec, capture_rng, restore_rng
 from pipeline.train.data import Batch, EpochLoader, to_device
 from pipeline.train.interrupt import EpochTally, StepGuard
@@ -55,6 +57,7 @@ class TrainConfig:
         checkpoint_minutes: minutes between resume checkpoints within an epoch (0: none);
             see :mod:`pipeline.train.interrupt`.
         precision: auto, fp32, bf16 or fp16 (:mod:`pipeline.train.precision`).
+        devices: data-parallel processes, one device each (:mod:`pipeline.train.distributed`).
     """
 
     device: str = "auto"
@@ -65,6 +68,7 @@ class TrainConfig:
     num_workers: int | str = "auto"
     checkpoint_minutes: float = 15.0
     precision: str = "auto"
+    devices: int = 1
 
 
 class MetricSink(Protocol):
@@ -105,12 +109,13 @@ def select_device(name: str) -> torch.device:
 
 def setup_runtime(cfg: TrainConfig, threads: int | None, seed: int) -> torch.device:
     """Thread count (config wins over the rule's threads), seeding and the device."""
-    n = cfg.num_threads if cfg.num_threads > 0 else (threads or 0)
+    n = distributed.threads_per_rank(cfg.num_threads if cfg.num_threads > 0 else (threads or 0))
     if n > 0:
         torch.set_num_threads(n)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     seed_everything(seed)
-    return select_device(cfg.device)
+    ranks = current()
+    return select_device(cfg.device) if ranks is None else ranks.device
 
 
 def _improved(value: float, best: float | None, mode: Literal["min", "max"]) -> bool:
@@ -170,7 +175,8 @@ def train_epoch(
         backward_step(loss, optimizer, scaler)
         if scheduler is not None:
             scheduler.step()
-        tally.add(_batch_size(batch), {"loss": float(loss.detach()), **metrics})
+        logged = {"loss": float(loss.detach()), **metrics}
+        tally.add(*distributed.global_tally(_batch_size(batch), logged))  # over every rank
         if on_step is not None:
             on_step(tally)
     if tally.seen == 0:
@@ -224,7 +230,9 @@ def fit(
     (model, optimizer, scheduler, best weights, history, RNG) and writes one every
     ``checkpoint.every`` epochs and every ``checkpoint.minutes`` within an epoch; on SIGTERM
     or SIGINT it writes one at the next step and stops (:mod:`pipeline.train.interrupt`). The
-    caller deletes it once the stage's outputs are written.
+    caller deletes it once the stage's outputs are written. In a data-parallel group every
+    rank trains on its part of each batch, rank 0 alone validates and checkpoints, and the
+    ranks > 0 leave when training ends (:mod:`pipeline.train.distributed`).
 
     Args:
         model: already on ``device``; the optimizer is built over its parameters.
@@ -242,7 +250,9 @@ def fit(
         optimizer, loop.schedule, loop.warmup_epochs, epochs, max(len(train_loader), 1)
     )
     state, scaler = _LoopState(FitResult()), precision.new_scaler()
-    ckpt = checkpoint.load() if checkpoint is not None else None
+    if (ranks := current()) is not None:
+        train_loader.shard(ranks.rank, ranks.world)
+    ckpt = checkpoint.load() if checkpoint is not None else None  # rank 0's, on every rank
     tally = EpochTally()
     if ckpt is not None:
         start, tally = state.restore(ckpt, model, optimizer, scheduler, scaler)
@@ -256,11 +266,12 @@ def fit(
     else:
         start = 0
         if on_fresh_start is not None:
-            on_fresh_start()
+            distributed.on_main_alone(on_fresh_start)
         if loop.validate_start:
-            val = _validate(model, val_fn, monitor, precision)
+            val = distributed.from_main(partial(_validate, model, val_fn, monitor, precision))
             state.observe(model, 0, {}, val, optimizer, monitor, mode)
             _log_epoch(desc, 0, epochs, state, monitor, run)
+    step = distributed.parallel_step(model, step_fn)  # every rank holds the start by now
     stopped = bool(state.result.history) and stopper.should_stop(
         int(state.result.history[-1]["epoch"]), state.result.best_epoch
     )
@@ -276,7 +287,7 @@ def fit(
                 break
             n_batches = train_loader.set_epoch(epoch, start_batch=tally.batches)
             metrics = train_epoch(
-                *(model, optimizer, train_loader, step_fn, device),
+                *(model, optimizer, train_loader, step, device),
                 f"{desc} {epoch + 1}/{epochs}",
                 scheduler,
                 tally,
@@ -284,7 +295,7 @@ def fit(
                 *(precision, scaler),
             )
             tally = EpochTally()
-            val = _validate(model, val_fn, monitor, precision)
+            val = distributed.from_main(partial(_validate, model, val_fn, monitor, precision))
             state.observe(model, epoch + 1, metrics, val, optimizer, monitor, mode)
             _log_epoch(desc, epoch + 1, epochs, state, monitor, run)
             stopped = stopper.should_stop(epoch + 1, state.result.best_epoch)
@@ -295,6 +306,7 @@ def fit(
             guard.after_epoch(epoch + 1)
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, state.result.history[-1])
+    distributed.end_training()  # ranks > 0 leave here; rank 0 finishes the stage alone
     if stopped:
         log.info(
             "%s: early stop after epoch %d (no better %s for %d epochs; best epoch %d)",

@@ -30,6 +30,7 @@ from typing import Any
 
 from pipeline.stops import Interrupted, signal_name
 from pipeline.train.checkpoint import CheckpointSpec
+from pipeline.train.distributed import agreed_signal
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ class StepGuard:
         stop on a received signal, else checkpoint when ``spec.minutes`` have passed."""
         if self.spec is None:
             return
+        self.received = agreed_signal(self.received)  # data-parallel: all ranks stop here
         where = f"epoch {epoch + 1}, batch {tally.batches} of {n_batches}"
         if self.received is not None:
             self._stop(where, self.snapshot(epoch, tally))
@@ -129,6 +131,8 @@ class StepGuard:
 
     def after_epoch(self, epoch: int) -> None:
         """After epoch ``epoch`` (1-based) was validated: stop on a received signal."""
+        if self.spec is not None:
+            self.received = agreed_signal(self.received)
         if self.spec is not None and self.received is not None:
             self._stop(f"the end of epoch {epoch}", self.snapshot(epoch, None))
 

@@ -43,6 +43,7 @@ from pipeline.models import (
 from pipeline.train.augment import EcgAugmentConfig
 from pipeline.train.collapse_check import collapse_check
 from pipeline.train.data import Batch, ECGDataset, EpochLoader, loader_options, read_ids, to_device
+from pipeline.train.distributed import data_parallel
 from pipeline.train.engine import TrainConfig
 from pipeline.train.pretrain_config import PretrainConfig
 from pipeline.train.reproducibility import runtime_record
@@ -173,6 +174,7 @@ class EmbeddingTask:
         return _val_loss(model, self.val_loader, self.device, self.val_seed)
 
 
+@data_parallel
 def pretrain(
     inputs: PretrainInputs,
     out_dir: Path,
@@ -191,6 +193,8 @@ def pretrain(
         runtime: the ``train`` section, MLflow, threads and resume checkpoint.
         augment: the ECG-only stage 1 (``pretrain_ecg_only``): the partner of each crop is a
             second crop of the record, both augmented so; None: the tabular data (the paper).
+
+    With ``train.devices`` N > 1 it runs on N processes (:mod:`pipeline.train.distributed`).
     """
     id_files = {"train": inputs.train_ids, "val": inputs.val_ids}
     cohort_data = open_stage(runtime, cfg.seed, inputs.shard_index, id_files)

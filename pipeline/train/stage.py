@@ -34,6 +34,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from pipeline.io import atomic_path, umask_mode
+from pipeline.parallel import is_main
 from pipeline.tracking import StageRun, TrackingConfig, stage_run
 from pipeline.train.checkpoint import CheckpointSpec, stage_checkpoint
 from pipeline.train.data import Batch, EpochLoader, RecordStore, open_store, read_ids
@@ -146,6 +147,9 @@ def tracked_stage(
     """
     config = {"stage": name, **params}
     ckpt = stage_checkpoint(runtime.checkpoint_dir, config, files, runtime.train)
+    if not is_main():  # a data-parallel rank > 0: rank 0 records the run and clears
+        yield ckpt, StageRun()
+        return
     tracking = runtime.tracking
     results_dir = Path(tracking.results_dir)
     with stage_run(tracking.tracking_uri, tracking.experiment, results_dir, name, params) as run:

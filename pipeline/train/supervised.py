@@ -31,6 +31,7 @@ from pipeline.data.tabular import TabularArrays, TabularPreprocessor, tabular_in
 from pipeline.losses.masked_bce import masked_bce
 from pipeline.registry import spec as registered_spec
 from pipeline.train.data import Batch, EpochLoader, read_names, read_targets
+from pipeline.train.distributed import data_parallel, end_training
 from pipeline.train.engine import FitResult, MetricSink, TrainConfig
 from pipeline.train.head_fit import HeadFit, fit_head, refit_head
 from pipeline.train.logistic_reference import logistic_reference
@@ -171,6 +172,7 @@ class HeadWarmStart:
         self.run.log_metrics({"head_init_val_auroc": fitted.best_metric}, 0)
 
 
+@data_parallel
 def train_supervised(
     kind: str,
     inputs: SupervisedInputs,
@@ -190,6 +192,9 @@ def train_supervised(
         cfg: the model's settings; model_cfg: the ``model`` section (encoder sizes of
             models trained from scratch).
         runtime: the ``train`` section, MLflow, threads and resume checkpoint.
+
+    With ``train.devices`` N > 1 end-to-end training runs on N processes
+    (:mod:`pipeline.train.distributed`); a head on a frozen encoder trains on rank 0 alone.
     """
     spec = registered_spec(kind)
     id_files = {p: getattr(inputs, f"{p}_ids") for p in ("train", "val", "test")}
@@ -225,6 +230,7 @@ def train_supervised(
     params |= {"train": asdict(train_cfg), "precision": data.precision.name}
     with tracked_stage(kind, params, inputs.files(), runtime) as (ckpt, run):
         if _head_only(model):  # frozen encoder: one encoder pass, then head epochs
+            end_training()  # on one process: data-parallel ranks > 0 leave here
             emb = records.embeddings(model, kind)
             head_cfg = HeadFit(cfg.loop(), cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.seed)
             result = fit_head(
