@@ -18,11 +18,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file
 from train_fixtures import build_world, model_cfg, pretrain_cfg, runtime, stage_cfg, train_cfg
 
+from pipeline.losses import OBJECTIVE_NAMES, build_objective
+from pipeline.parallel import current
 from pipeline.stops import BadSetting
-from pipeline.train.distributed import device_kind
+from pipeline.train.distributed import device_kind, launch
 from pipeline.train.pretrain import pretrain
 from pipeline.train.supervised import train_supervised
 
@@ -81,51 +84,30 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     return build_world(tmp_path_factory.mktemp("ddp"), n_train=48, n_val=16, n_test=16)
 
 
-@pytest.fixture(scope="module")
-def stage1(world, tmp_path_factory: pytest.TempPathFactory):
-    """Barlow Twins, global batch 16: one process, and two processes of 8."""
-    root = tmp_path_factory.mktemp("stage1")
+def test_two_processes_pretrain_as_one_and_resume(world, tmp_path: Path) -> None:
+    # Barlow Twins, global batch 16: one process, and two processes of 8 killed after
+    # epoch 1 and resumed from rank 0's checkpoint (every rank loads it).
     args = (pretrain_cfg(epochs=2, batch_size=16), _no_dropout())
-    inputs = world.pretrain_inputs()
-    one = pretrain(inputs, root / "one", *args, runtime())
-    two = pretrain(inputs, root / "two", *args, runtime(train_cfg(devices=2)))
-    return root, args, one, two
-
-
-def test_two_processes_pretrain_as_one(stage1) -> None:
-    root, _, one, two = stage1
+    inputs, ckpt = world.pretrain_inputs(), tmp_path / "ck"
+    one = pretrain(inputs, tmp_path / "one", *args, runtime())
+    ddp = train_cfg(devices=2)
+    with pytest.raises(Killed):
+        kill = KillAfter(1)
+        pretrain(
+            inputs, tmp_path / "two", *args, runtime(ddp, checkpoint_dir=ckpt, on_epoch_end=kill)
+        )
+    assert (ckpt / "last.pt").exists() and not (tmp_path / "two").exists()
+    two = pretrain(inputs, tmp_path / "two", *args, runtime(ddp, checkpoint_dir=ckpt))
+    assert two.resumed_at == 1
+    assert not ckpt.exists()  # rank 0 cleared it once the outputs were written
+    assert (tmp_path / "two/probe.json").exists()  # rank 0 finished the stage alone
     np.testing.assert_allclose(_losses(two.history), _losses(one.history), rtol=LOSS_RTOL)
     for term in ("on_diag", "off_diag"):  # the objective's terms, over the gathered batch
         ref = [h[term] for h in one.history]
         np.testing.assert_allclose([h[term] for h in two.history], ref, rtol=LOSS_RTOL)
-    _assert_close_weights(root / "one/encoder.safetensors", root / "two/encoder.safetensors")
-    assert (root / "two/probe.json").exists()  # rank 0 finished the stage alone
-
-
-def test_resume_under_two_processes(stage1, world, tmp_path: Path) -> None:
-    root, args, _, two = stage1
-    inputs, ckpt = world.pretrain_inputs(), tmp_path / "ck"
-    ddp = train_cfg(devices=2)
-    with pytest.raises(Killed):
-        pretrain(
-            inputs,
-            tmp_path / "out",
-            *args,
-            runtime(ddp, checkpoint_dir=ckpt, on_epoch_end=KillAfter(1)),
-        )
-    assert (ckpt / "last.pt").exists() and not (tmp_path / "out").exists()
-    resumed = pretrain(inputs, tmp_path / "out", *args, runtime(ddp, checkpoint_dir=ckpt))
-    assert resumed.resumed_at == 1
-    assert not ckpt.exists()
-    # the same processes, the same order of sums: the resumed run is the uninterrupted one
-    assert _losses(resumed.history) == _losses(two.history)
-    assert [h["val_loss"] for h in resumed.history] == [h["val_loss"] for h in two.history]
-    a, b = (
-        _weights(root / "two/encoder.safetensors"),
-        _weights(tmp_path / "out/encoder.safetensors"),
+    _assert_close_weights(
+        tmp_path / "one/encoder.safetensors", tmp_path / "two/encoder.safetensors"
     )
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
 def test_two_processes_fine_tune_as_one(world, tmp_path: Path) -> None:
@@ -150,6 +132,44 @@ def test_two_processes_fine_tune_as_one(world, tmp_path: Path) -> None:
     _assert_close_weights(*weights, prefixes=("encoder.", "head."))
     a, b = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
     np.testing.assert_allclose(b["prob"], a["prob"], rtol=0, atol=PROB_ATOL)
+
+
+def _pairs(batch: int = 16, dim: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    z_a = torch.randn(batch, dim, generator=g)
+    return z_a, z_a + 0.5 * torch.randn(batch, dim, generator=g)
+
+
+def _objective_on_rank(name: str) -> tuple[float, np.ndarray, np.ndarray]:
+    """In a rank: the objective of this rank's half of the pairs, and its gradients divided
+    by the ranks (the part DistributedDataParallel's average leaves to these rows)."""
+    ranks = current()
+    assert ranks is not None
+    rows = slice(ranks.rank * 8, (ranks.rank + 1) * 8)
+    z_a, z_b = (z[rows].clone().requires_grad_() for z in _pairs())
+    out = build_objective(name)(z_a, z_b)  # type: ignore[arg-type]
+    out.loss.backward()
+    assert z_a.grad is not None and z_b.grad is not None
+    return float(out.loss.detach()), z_a.grad.numpy() / ranks.world, z_b.grad.numpy() / ranks.world
+
+
+def _objectives_on_rank() -> dict[str, tuple[float, np.ndarray, np.ndarray]]:
+    return {name: _objective_on_rank(name) for name in OBJECTIVE_NAMES}
+
+
+def test_objectives_see_the_global_batch() -> None:
+    # Barlow Twins, VICReg and CLIP in 2 processes of 8 pairs: rank 0's loss and gradients
+    # are those of the 16 pairs in one process (gradients: rank 0's rows).
+    on_ranks = launch(_objectives_on_rank, (), {}, 2, "cpu")
+    for name in OBJECTIVE_NAMES:
+        z_a, z_b = (z.clone().requires_grad_() for z in _pairs())
+        out = build_objective(name)(z_a, z_b)  # type: ignore[arg-type]
+        out.loss.backward()
+        assert z_a.grad is not None and z_b.grad is not None
+        loss, g_a, g_b = on_ranks[name]
+        assert loss == pytest.approx(float(out.loss.detach()), rel=1e-6), name
+        np.testing.assert_allclose(g_a, z_a.grad[:8].numpy(), rtol=1e-5, atol=1e-7, err_msg=name)
+        np.testing.assert_allclose(g_b, z_b.grad[:8].numpy(), rtol=1e-5, atol=1e-7, err_msg=name)
 
 
 def test_indivisible_batch_is_a_clear_error(world, tmp_path: Path) -> None:
