@@ -15,6 +15,9 @@
 #                 dry run: the tiny cohort of .test/config.yaml, 300 subjects)
 #   kernel_tests  tests/test_s4.py, test_cauchy.py, test_s4_fastpath.py with S4_TEST_DEVICE=cuda
 #                 (keops backend included; fails, never skips, without a GPU)
+#   ddp_step      bench/ddp_step.py: stage 1's step on 2 processes (NCCL, half the batch each)
+#                 against 1 process, when torch sees 2 GPUs (skipped with a message otherwise;
+#                 dry run: gloo on CPU at a tiny size)
 #   bench_s4      bench/s4.py kernel + train-step sections, naive vs torch vs keops; GPU: the
 #                 reference sizes (12 -> 512 channels, 4 bidirectional blocks, N 8,
 #                 L 250 / 1000 / 5000 at batch 32 / 16 / 4); dry run: --tiny
@@ -69,8 +72,8 @@ NPROC=$(nproc)
 if [[ $MODE == cuda ]]; then
     BUDGET=${GPU_CHECK_BUDGET_S:-290}
     # step timeouts (s): preflight, keops warm-up, data prep, kernel tests, bench, pretrain,
-    # loader, bf16 step
-    T_PRE=60 T_WARM=120 T_PREP=240 T_TESTS=120 T_BENCH=170 T_TRAIN=150 T_LOADER=40 T_AMP=40
+    # loader, bf16 step, 2-GPU step
+    T_PRE=60 T_WARM=120 T_PREP=240 T_TESTS=120 T_BENCH=170 T_TRAIN=150 T_LOADER=40 T_AMP=40 T_DDP=60
     RESERVE_TRAIN=80 # the bench stops this long (+ T_LOADER + T_AMP) before the budget ends: pre-training's share
     PREP_CORES=$((NPROC > 6 ? NPROC - 4 : 2)) # leave cores to the GPU steps' host side
     TRAIN_CORES=$NPROC
@@ -81,7 +84,7 @@ if [[ $MODE == cuda ]]; then
     LOADER_ARGS=(--device cuda --sizes reference --records 4096 --seconds 2 --step-steps 0)
 else
     BUDGET=${GPU_CHECK_BUDGET_S:-420}
-    T_PRE=60 T_WARM=180 T_PREP=300 T_TESTS=240 T_BENCH=200 T_TRAIN=200 T_LOADER=60 T_AMP=60
+    T_PRE=60 T_WARM=180 T_PREP=300 T_TESTS=240 T_BENCH=200 T_TRAIN=200 T_LOADER=60 T_AMP=60 T_DDP=120
     RESERVE_TRAIN=80
     PREP_CORES=$NPROC
     TRAIN_CORES=$NPROC
@@ -113,7 +116,7 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 STEPS="$OUT/steps.tsv"
 # nothing of an earlier check may pass for this one's results
-rm -rf "$OUT/pretrain" "$OUT"/{preflight.json,bench_s4.json,bench_loader.json,kernel_tests.xml,summary.md,*.log}
+rm -rf "$OUT/pretrain" "$OUT"/{preflight.json,bench_s4.json,bench_loader.json,ddp_step.json,kernel_tests.xml,summary.md,*.log}
 : >"$STEPS"
 record() { # step status seconds [note]
     printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${4:-}" >>"$STEPS"
@@ -246,6 +249,14 @@ run_step keops_warmup "$T_WARM" "$PY" bench/gpu_check.py keops-warmup --device "
 export S4_TEST_DEVICE=$MODE
 run_step kernel_tests "$T_TESTS" "$PY" -m pytest -q -p no:cacheprovider \
     --junitxml="$OUT/kernel_tests.xml" tests/test_s4.py tests/test_cauchy.py tests/test_s4_fastpath.py
+DDP_ARGS=(--device "$MODE" --json "$OUT/ddp_step.json")
+[[ $MODE == cuda ]] || DDP_ARGS+=(--tiny)
+if ((HAVE_DEVICE)) && [[ $MODE == cpu ]] || "$PY" -c 'import sys, torch; sys.exit(torch.cuda.device_count() < 2)' 2>/dev/null; then
+    run_step ddp_step "$T_DDP" "$PY" bench/ddp_step.py "${DDP_ARGS[@]}"
+else
+    echo "-- ddp_step: skipped, fewer than 2 CUDA devices"
+    record ddp_step skipped 0 "fewer than 2 CUDA devices"
+fi
 if ((HAVE_DEVICE)); then
     if ! [[ -f $OUT/.data_prep.rc ]]; then STEP_NOTE="data_prep still running at the start"; fi
     T=$(($(remaining) - RESERVE_TRAIN - T_LOADER - T_AMP))

@@ -172,6 +172,22 @@ def test_slurm_profile_submits_jobs(tmp_path: Path) -> None:
     assert "submitted with SLURM jobid" in proc.stdout + proc.stderr
 
 
+def test_slurm_profile_multi_gpu_example_dry_runs(tmp_path: Path) -> None:
+    # The profile's commented multi-GPU example, uncommented, plans stage 1 on 4 GPUs of one
+    # node through the executor plugin's own resources (a dry run needs no SLURM).
+    text = (REPO / "profiles/slurm/config.yaml").read_text()
+    start = text.index("  # >>> multi-GPU example")
+    end = text.index("  # <<< multi-GPU example")
+    block = [line.replace("  # ", "  ", 1) for line in text[start:end].splitlines()[1:]]
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    (profile / "config.yaml").write_text(text[:start] + "\n".join(block) + "\n" + text[end:])
+    proc = snakemake(tmp_path, TEST_CONFIG, "--profile", str(profile), "-n")
+    job = proc.stdout.split("rule pretrain:")[1].split("\n\n")[0]
+    resources = job.split("resources: ")[1].splitlines()[0].split(", ")
+    assert {"gpu=4", "cpus_per_gpu=8", "nodes=1", "slurm_partition=gpu"} <= set(resources)
+
+
 def _record_paths(run: Path, study_ids: np.ndarray) -> list[Path]:
     import polars as pl
 

@@ -212,7 +212,11 @@ def _rank_error(work: Path, codes: list[int]) -> BaseException:
 def run_rank() -> None:
     """A rank process: ``argv`` = (work directory, rank)."""
     work, rank = Path(sys.argv[1]), int(sys.argv[2])
-    job: _Job = pickle.loads((work / "job.pkl").read_bytes())
+    try:
+        job: _Job = pickle.loads((work / "job.pkl").read_bytes())
+    except Exception as err:  # e.g. a function of a script's __main__: it does not pickle
+        _hand_over(work, rank, RuntimeError(f"rank {rank} cannot load its job: {err}"))
+        sys.exit(1)
     # rank 0 logs what one process would; the others only warnings, into the same file
     setup_logging(job.log_file, job.log_level if rank == 0 else logging.WARNING, append=True)
     device = torch.device("cuda", rank) if job.kind == "cuda" else torch.device("cpu")
@@ -238,15 +242,20 @@ def run_rank() -> None:
         status = err.code if isinstance(err, SystemExit) and isinstance(err.code, int) else 1
         if not isinstance(err, SystemExit):
             log.error("rank %d failed", rank, exc_info=True)
-        try:
-            payload = pickle.dumps(err)
-        except Exception:
-            payload = pickle.dumps(RuntimeError(f"rank {rank}: {type(err).__name__}: {err}"))
-        (work / f"error_{rank}.pkl").write_bytes(payload)
+        _hand_over(work, rank, err)
     leave_group()
     if status == 0:
         dist.destroy_process_group()
     sys.exit(status)
+
+
+def _hand_over(work: Path, rank: int, err: BaseException) -> None:
+    """Leave ``err`` for the parent to re-raise (as a RuntimeError if it does not pickle)."""
+    try:
+        payload = pickle.dumps(err)
+    except Exception:
+        payload = pickle.dumps(RuntimeError(f"rank {rank}: {type(err).__name__}: {err}"))
+    (work / f"error_{rank}.pkl").write_bytes(payload)
 
 
 def threads_per_rank(threads: int) -> int:
