@@ -40,7 +40,9 @@ def test_a_shared_setting_reaches_every_model_unless_its_section_sets_it() -> No
     for spec in models().values():
         settings = supervised_settings(config, spec.section)
         assert settings["epochs"] == (100 if spec.section == "finetune_labs" else 3)
-        assert settings["lr"] == (0.0003 if "freeze_blocks" in settings else 0.5)
+        own = config[spec.section].get("lr")  # a section's own rate wins (stage 2, baselines)
+        assert settings["lr"] == (0.5 if own is None else own)
+    assert supervised_settings(config, "finetune_labs")["lr"] == 0.5  # no rate of its own
 
 
 def test_a_models_own_key_stays_in_its_section() -> None:

@@ -73,6 +73,14 @@ class StageConfig(LoopSettings):
 
 
 @dataclass(frozen=True)
+class BaselinesConfig(StageConfig):
+    """The ``baselines`` section (signal-only, the multimodal models): trained from scratch at
+    the rate validation chose from {3e-4, 1e-3, 3e-3} (issue 22, the same budget as stage 2)."""
+
+    lr: float = 3e-3
+
+
+@dataclass(frozen=True)
 class FinetuneDiagnosesConfig(StageConfig):
     """The ``finetune_diagnoses`` section (stage 2): a gentle head rate, every block trained at
     the baselines' rate (chosen on validation, issue 22)."""
@@ -118,8 +126,8 @@ class RegularisedConfig(FinetuneDiagnosesConfig):
 
 
 @dataclass(frozen=True)
-class DistilledConfig(StageConfig):
-    """The ``distilled`` section: signal-only's settings plus the distillation's.
+class DistilledConfig(BaselinesConfig):
+    """The ``distilled`` section: signal-only's settings (its rate too) plus the distillation's.
 
     Attributes:
         temperature: T of :class:`pipeline.losses.DistillationLoss` (softens the teacher's
@@ -144,7 +152,7 @@ class DistilledConfig(StageConfig):
 STAGE_CONFIGS: dict[str, type[StageConfig]] = {
     "finetune_diagnoses": FinetuneDiagnosesConfig,
     "finetune_labs": FinetuneLabsConfig,
-    "baselines": StageConfig,
+    "baselines": BaselinesConfig,
     "method_regularised": RegularisedConfig,
     "distilled": DistilledConfig,
 }
