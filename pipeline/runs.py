@@ -315,13 +315,16 @@ def regime_runs(config: Mapping[str, Any], stages: Stages) -> list[Run]:
     models (:meth:`Plan.owner`).
     """
     grid = config["regime"]
+    # real MIMIC has one world: there the world axis is the data as they are
+    synthetic = config["source"]["synthetic"]
+    worlds = grid["worlds"] if synthetic else [cohort_settings(config)["world"]]
     return [
         Run(
             f"{world or 'null'}-f{float(fraction):g}-seed{seed}",
             {**seed_overrides(config, stages, seed), WORLD: world, LABEL_FRACTION: fraction},
             "regime",
         )
-        for world in grid["worlds"]
+        for world in worlds
         for fraction in grid["label_fractions"]
         for seed in grid["seeds"]
     ]

@@ -217,6 +217,7 @@ def test_select_lab_targets_threshold(tmp_path) -> None:
 
 
 REPO = Path(__file__).resolve().parents[1]
+SCHEMA_PATH = "workflow/schemas/config.schema.yaml"
 
 
 @pytest.mark.slow
@@ -252,8 +253,12 @@ def test_editing_splits_reruns_only_split_rules(tmp_path) -> None:
     config["lab_targets"]["min_per_class"] = 0  # random targets: keep them all
     (tmp_path / "Snakefile").write_text(
         'configfile: "config.yaml"\n'
+        # runs.smk reads the schema as the Snakefile loads it
+        "import yaml, pathlib\n"
+        f'SCHEMA = yaml.safe_load(pathlib.Path("{REPO}/{SCHEMA_PATH}").read_text())\n'
         + "".join(
-            f'include: "{REPO}/workflow/rules/{r}.smk"\n' for r in ("common", "shard", "splits")
+            f'include: "{REPO}/workflow/rules/{r}.smk"\n'
+            for r in ("common", "runs", "shard", "splits")
         )
     )
     env = os.environ | {"PYTHONPATH": str(REPO)}

@@ -136,8 +136,9 @@ def launch(
     """``fn(*args, **kwargs)`` on ``world`` processes; rank 0's return value, or the first
     failing rank's exception (rank 0's first) re-raised here."""
     root = logging.getLogger()
-    files = [h.baseFilename for h in root.handlers if isinstance(h, logging.FileHandler)]
-    for handler in root.handlers:
+    handlers = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
+    files = [h.baseFilename for h in handlers]
+    for handler in handlers:  # the ranks append to the same log file: ours first
         handler.flush()
     with tempfile.TemporaryDirectory(prefix="ecg-ddp-") as tmp:
         work = Path(tmp)
