@@ -19,19 +19,6 @@ if _unknown or _needed:
 REGIME_ROWS = [(run, m) for run in REGIME_RUNS for m in config["regime"]["models"]]
 
 
-def regime_files(key):
-    """input: P[key] of every regime cell; a grid the config cannot serve (runs.smk's
-    REGIME_ERRORS) stops here, so that only `snakemake regime` is refused."""
-
-    def files(wildcards):
-        if REGIME_ERRORS:
-            lines = "\n  ".join(f"config {e}" for e in REGIME_ERRORS)
-            raise WorkflowError(f"invalid config:\n  {lines}")
-        return run_files(key, REGIME_ROWS)
-
-    return files
-
-
 rule regime_table:
     input:
         evaluations=regime_files("evaluation"),

@@ -58,6 +58,19 @@ def run_files(key, rows):
     return [path(key, PLAN.owner(run.prefix, model), model=model) for run, model in rows]
 
 
+def regime_files(key):
+    """input: P[key] of every regime cell (REGIME_ROWS, regime.smk); a grid the config
+    cannot serve (REGIME_ERRORS above) stops here, so that only `snakemake regime` is refused."""
+
+    def files(wildcards):
+        if REGIME_ERRORS:
+            lines = "\n  ".join(f"config {e}" for e in REGIME_ERRORS)
+            raise WorkflowError(f"invalid config:\n  {lines}")
+        return run_files(key, REGIME_ROWS)  # REGIME_ROWS: regime.smk
+
+    return files
+
+
 def setting(key, node=None):
     """params: the run's ``key`` settings of stage ``node`` (None: the {model} wildcard)."""
     return lambda wc: PLAN.settings(wc.run, node or wc.model)[key]
