@@ -71,7 +71,15 @@ def test_fft_conv_gradcheck_and_bad_taps(device: torch.device) -> None:
     torch.testing.assert_close(fft_conv(u, kk, d), direct, rtol=1e-10, atol=1e-10)
     with pytest.raises(ValueError, match="even n >= 2L"):
         fft_conv(u, kk[:, :9], d)
-    assert [fast_fft_length(n) for n in (1, 7, 250, 251, 5003)] == [1, 8, 250, 256, 5120]
+    assert [fast_fft_length(n) for n in (1, 7, 11, 500, 2000, 2400, 10000)] == [
+        2,
+        8,
+        12,
+        512,
+        2048,
+        2560,
+        10240,
+    ]
 
 
 def test_dropout_masks_are_bernoulli_with_inverse_scaling(device: torch.device) -> None:
@@ -80,7 +88,8 @@ def test_dropout_masks_are_bernoulli_with_inverse_scaling(device: torch.device) 
     y = dropout(x, 0.2, training=True)
     kept = y != 0
     assert abs(kept.double().mean().item() - 0.8) < 0.005  # 2e5 draws: sd 0.0009
-    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.8))
+    p_drop = round(0.2 * 2**16) / 2**16  # p on the 2^-16 grid of the 16-bit draws
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / (1 - p_drop)))
     y.sum().backward()
     assert x.grad is not None
     torch.testing.assert_close(x.grad, y.detach())  # same mask and scale in the backward
@@ -94,16 +103,22 @@ def test_dropout_masks_are_bernoulli_with_inverse_scaling(device: torch.device) 
 
 
 def test_dropout_keeps_each_word_of_a_draw_with_probability_1_minus_p() -> None:
-    # each int64 draw gives the masks of two neighbouring elements (low and high word);
-    # both must be Bernoulli(1 - p), and an odd element count uses half of the last draw
+    # each int64 draw gives the masks of four neighbouring elements (its four 16-bit words);
+    # each must be Bernoulli(1 - p), the words independent, and an element count that is not
+    # a multiple of 4 uses part of the last draw
     torch.manual_seed(2)
     for p in (0.1, 0.5, 0.9):
-        kept = dropout(torch.ones(2 * 150_001 + 1), p, training=True) != 0
-        for half in (kept[0::2], kept[1::2]):  # 1.5e5 draws each: sd <= 0.0013
-            assert abs(half.double().mean().item() - (1 - p)) < 0.006
-        pairs = kept[:-1].view(-1, 2).double()
-        both = (pairs[:, 0] * pairs[:, 1]).mean().item()
-        assert abs(both - (1 - p) ** 2) < 0.006  # the two words are independent
+        kept = dropout(torch.ones(4 * 100_000 + 3), p, training=True) != 0
+        for lane in range(4):  # 1e5 draws each: sd <= 0.0016
+            assert abs(kept[lane::4].double().mean().item() - (1 - p)) < 0.007
+        quads = kept[:-3].view(-1, 4).double()
+        for a, b in ((0, 1), (1, 2), (2, 3), (0, 3)):
+            both = (quads[:, a] * quads[:, b]).mean().item()
+            assert abs(both - (1 - p) ** 2) < 0.007  # the words are independent
+    x = torch.randn(100_000, dtype=torch.float64)
+    torch.manual_seed(3)
+    mean = torch.stack([dropout(x, 0.3, training=True) for _ in range(40)]).mean(0)
+    assert abs((mean - x).mean().item()) < 0.003  # E[y] = x: the scale matches the grid's p
 
 
 def test_eval_cache_never_serves_stale_taps(device: torch.device) -> None:

@@ -249,12 +249,12 @@ class S4Layer(nn.Module):
     # --------------------------------------------------------------------------- forward
 
     def taps(self, length: int) -> Tensor:
-        """Kernel taps on a circle of n = 2 * fast_fft_length(L) points for ``fft_conv``; (H, n).
+        """Kernel taps on a circle of n = fast_fft_length(2 L) points for ``fft_conv``; (H, n).
 
         Causal taps sit at lags 0..L-1; the backward kernel's taps at lags -1..-L (circular
         positions n-1..n-L), so it sees strictly future samples and lag 0 is counted once.
         """
-        n = 2 * fast_fft_length(length)
+        n = fast_fft_length(2 * length)  # >= 2L: no wrap-around; taps between the lags are 0
         k = self.kernel(length)  # (C_out, H, L)
         kk = F.pad(k[0], (0, n - length))  # (H, n)
         if self.bidirectional:
