@@ -45,9 +45,9 @@ from pipeline.train.engine import (
     MetricSink,
     TrainConfig,
     fit,
-    setup_runtime,
 )
 from pipeline.train.precision import FP32, Precision, resolve_precision
+from pipeline.train.runtime import setup_runtime
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import torch
 from pipeline.evaluation.probe import EmbedSettings, ProbeConfig, ProbeInputs, run_probe
 from pipeline.evaluation.probe_report import ProbeOutputs
 from pipeline.logs import setup_logging
-from pipeline.train.engine import select_device
+from pipeline.train.runtime import select_device
 
 setup_logging(snakemake.log[0])
 inp, params = snakemake.input, snakemake.params
