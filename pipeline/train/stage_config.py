@@ -114,9 +114,7 @@ class RegularisedConfig(FinetuneDiagnosesConfig):
             keeps ``weight_decay`` (the paper's beta term).
     """
 
-    # stage 2's earlier recipe: the section was not re-tuned when finetune_diagnoses was
-    freeze_blocks: int = 1
-    encoder_lr: float | None = 3e-4
+    # inherits finetune_diagnoses' recipe (issue 22): L2-SP is the only difference
     l2sp_alpha: float = 0.1
 
     def __post_init__(self) -> None:
