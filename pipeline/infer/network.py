@@ -15,7 +15,6 @@ a GPU path and is never traced).
 from __future__ import annotations
 
 import copy
-import math
 from typing import cast
 
 import torch
@@ -23,88 +22,129 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.data.preprocessing import crop_starts
+from pipeline.infer.dft import factored_dft
 from pipeline.models import S4Layer
-from pipeline.models.s4 import pointwise
+from pipeline.models.encoders import ECGEncoder
 from pipeline.models.supervised import SupervisedModel
 
 OUTPUTS = ("diagnoses", "labs", "embedding")
 
 
-def _dft_matrices(length: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Real DFT of a length-L signal zero-padded to N = 2L, and its inverse for t < L.
-
-    Returns ``fr``, ``fi`` (F, L) with fr @ u, fi @ u = Re, Im of rfft(u, N) along u's first
-    dim (F = L + 1 bins) and ``ir``, ``ii`` (L, F) with ir @ Re + ii @ Im = irfft(., N)[:L];
-    built in float64.
-    """
-    n, bins = 2 * length, length + 1
-    f = torch.arange(bins, dtype=torch.float64)
-    t = torch.arange(length, dtype=torch.float64)
-    ang = 2 * math.pi * f[:, None] * t[None, :] / n  # (F, L)
-    weight = torch.full((1, bins), 2.0, dtype=torch.float64)
-    weight[0, 0] = weight[0, -1] = 1.0  # DC and Nyquist appear once in the full spectrum
-    fr, fi = torch.cos(ang), -torch.sin(ang)  # (F, L)
-    ir, ii = torch.cos(ang.T) * weight / n, -torch.sin(ang.T) * weight / n  # (L, F)
-    return fr.float(), fi.float(), ir.float(), ii.float()
-
-
 class FixedKernelS4(nn.Module):
     """An S4 layer at a fixed length L with its kernel's spectrum stored (eval mode).
 
-    ``S4Layer.convolve`` multiplies rfft(u, 2L) by the spectrum of the (bidirectional)
-    kernel and transforms back. Here the spectrum is precomputed from the trained
-    parameters and both transforms are products with fixed DFT matrices shared by all
-    channels, applied from the left on the (B, L, H) layout the encoder keeps between
-    blocks: large GEMMs (N = H), no transposes, no Split/Concat of real and imaginary parts,
-    and the output mixing as a MatMul on the same layout. Standard ONNX operators only
-    (onnxruntime's DFT operator and a direct depthwise conv with 2L-1 taps were both
-    measured ~10x slower; a two-stage Cooley-Tukey DFT in matrices, a third of the
-    multiply-adds, ran no faster in onnxruntime because its second stage is many small GEMMs).
+    ``S4Layer.convolve`` multiplies the spectrum of the input by that of the (bidirectional)
+    kernel and transforms back. Here the spectrum (skip term D included: it is the lag-0 tap)
+    is precomputed from the trained parameters and both transforms are the two-stage
+    products of :mod:`pipeline.infer.dft` (fixed matrices shared by all channels and
+    records), applied from the left on the time-major (L, B, H) layout of
+    :class:`TimeMajorEncoder`, where every stage is one matrix product with B H columns per
+    row and all layout changes are free reshapes. The complex product with the spectrum is
+    two element-wise Muls, of [Re X; Im X] by [Re K; Re K] and by [Im K; Im K], whose
+    cross terms the two inverse matrices put together (in place of four Muls, a Sub and an
+    Add). The GLU output mixing is two
+    (L B, H) x (H, H) products with their biases (one Gemm each in ONNX, the gate's Sigmoid
+    fused into it) instead of one 2H-wide product and a Split. Standard ONNX operators only
+    (onnxruntime's DFT operator and a direct depthwise conv with 2L-1 taps were both measured
+    ~10x slower than dense DFT matrices).
     """
 
-    kr: Tensor
-    ki: Tensor
-    fr: Tensor
-    fi: Tensor
-    ir: Tensor
-    ii: Tensor
-    d: Tensor
+    spec_re: Tensor
+    spec_im: Tensor
+    stage1: Tensor
+    fwd: Tensor
+    inv_a: Tensor
+    inv_b: Tensor
+    stage2: Tensor
 
-    def __init__(self, layer: S4Layer, length: int) -> None:
+    def __init__(self, layer: S4Layer, length: int, n2: int | None = None) -> None:
         super().__init__()
+        dft = factored_dft(length, n2)
+        self.length, self.n1, self.n2 = length, dft.n1, dft.n2
         with torch.no_grad():
             k = layer.kernel(length, backend="torch").double()  # (C_out, H, L)
-            kk = F.pad(k[0], (0, length))  # causal taps at lags 0..L-1, as in convolve
-            if layer.bidirectional:
-                kk = kk + F.pad(k[1].flip(-1), (length, 0))  # lags -1..-L
-            spec = torch.fft.rfft(kk, n=2 * length).T  # (F, H)
-        self.register_buffer("kr", spec.real.float().contiguous())
-        self.register_buffer("ki", spec.imag.float().contiguous())
-        for name, matrix in zip(("fr", "fi", "ir", "ii"), _dft_matrices(length), strict=True):
-            self.register_buffer(name, matrix)
-        self.register_buffer("d", layer.d.detach().clone())  # (H,)
+            kk = F.pad(k[0], (0, dft.n - length))  # causal taps at lags 0..L-1: (H, N)
+            if layer.bidirectional:  # lags -1..-(L-1) at the end of the circle; -L is never used
+                kk[:, dft.n - length + 1 :] += k[1, :, : length - 1].flip(-1)
+            kk[:, 0] += layer.d.detach().double()  # D u: the lag-0 tap
+            spec = torch.fft.rfft(kk, n=dft.n).T  # (N/2 + 1, H)
+            bins = torch.from_numpy(dft.bins)  # (G, R), -1: padding
+            spec = torch.where((bins >= 0)[..., None], spec[bins.clamp(min=0)], 0)  # (G, R, H)
+        for name, part in (("spec_re", spec.real), ("spec_im", spec.imag)):
+            both = torch.cat([part, part], dim=1)[:, :, None]  # (G, 2R, 1, H)
+            self.register_buffer(name, both.float().contiguous())
+        self.register_buffer("stage1", dft.stage1)
+        self.register_buffer("fwd", torch.cat([dft.fwd_re, dft.fwd_im], dim=1))  # (G, 2R, 2 N2)
+        # Re Y = Re X Re K - Im X Im K, Im Y = Im X Re K + Re X Im K: inverse of Y from
+        # [Re X; Im X] Re K (inv_a) and [Re X; Im X] Im K (inv_b)
+        self.register_buffer("inv_a", torch.cat([dft.inv_re, dft.inv_im], dim=2))  # (G, 2 N2, 2R)
+        self.register_buffer("inv_b", torch.cat([dft.inv_im, -dft.inv_re], dim=2))
+        self.register_buffer("stage2", dft.stage2)
         self.activation = copy.deepcopy(layer.activation)
-        self.output_linear = copy.deepcopy(layer.output_linear)
+        h = layer.h
+        weight, bias = layer.output_linear[0].weight[..., 0], layer.output_linear[0].bias
+        self.glu_value, self.glu_gate = nn.Linear(h, h), nn.Linear(h, h)
+        with torch.no_grad():
+            for i, lin in enumerate((self.glu_value, self.glu_gate)):  # GLU: first half * gate
+                lin.weight.copy_(weight[i * h : (i + 1) * h])
+                lin.bias.copy_(bias[i * h : (i + 1) * h])
+
+    def forward_tm(self, u: Tensor) -> Tensor:
+        """(L, B, H) -> (L, B, H), time-major; L must be the length the spectrum was built for."""
+        length, h, n1, n2 = self.length, u.shape[-1], self.n1, self.n2
+        x1 = self.stage1 @ u.reshape(length // n2, -1)  # (N1, N2 B H)
+        g, rows = n1 // 2, self.fwd.shape[1]  # G groups of 2R rows
+        x = (self.fwd @ x1.reshape(g, 2 * n2, -1)).reshape(g, rows, -1, h)  # [Re X; Im X]
+        xa = (x * self.spec_re).reshape(g, rows, -1)  # (G, 2R, B H)
+        xb = (x * self.spec_im).reshape(g, rows, -1)
+        v = self.inv_a @ xa + self.inv_b @ xb  # (G, 2 N2, B H)
+        z = self.activation((self.stage2 @ v.reshape(n1, -1)).reshape(-1, h))  # (L B, H)
+        out = self.glu_value(z) * torch.sigmoid(self.glu_gate(z))  # (L B, H): 2-D, one Gemm each
+        return out.reshape(length, -1, h)
 
     def forward_lh(self, u: Tensor) -> Tensor:
-        """(B, L, H) -> (B, L, H); L must be the length the spectrum was built for."""
-        xr, xi = self.fr @ u, self.fi @ u  # (B, F, H)
-        yr = xr * self.kr - xi * self.ki  # (B, F, H)
-        yi = xr * self.ki + xi * self.kr
-        y = self.ir @ yr + self.ii @ yi + self.d * u  # (B, L, H)
-        z = pointwise(self.output_linear[0], self.activation(y))  # (B, L, 2H)
-        return F.glu(z, dim=-1)  # (B, L, H)
+        """(B, L, H) -> (B, L, H), as ``S4Layer.forward_lh``."""
+        return self.forward_tm(u.transpose(0, 1)).transpose(0, 1)
 
     def forward(self, u: Tensor) -> Tensor:
         """(B, H, L) -> (B, H, L), as ``S4Layer.forward``."""
-        return self.forward_lh(u.transpose(1, 2)).transpose(1, 2)
+        return self.forward_tm(u.permute(2, 0, 1)).permute(1, 2, 0)
+
+
+class TimeMajorEncoder(nn.Module):
+    """``ECGEncoder.forward`` with stored S4 kernels, computed on the (L, B, H) layout.
+
+    Time-major activations let every transform stage of :class:`FixedKernelS4` be one matrix
+    product over all records and channels; the input projection, the blocks' residual sums
+    and LayerNorms and the mean over time are the encoder's own (post-norm, eval mode).
+    """
+
+    def __init__(self, encoder: ECGEncoder, length: int) -> None:
+        super().__init__()
+        self.input_proj = nn.Linear(encoder.input_proj.in_channels, encoder.out_dim)
+        with torch.no_grad():
+            self.input_proj.weight.copy_(encoder.input_proj.weight[..., 0])
+            self.input_proj.bias.copy_(encoder.input_proj.bias)
+        self.layers = nn.ModuleList(
+            FixedKernelS4(cast(S4Layer, block.layer), length) for block in encoder.blocks
+        )
+        self.norms = nn.ModuleList(copy.deepcopy(block.norm) for block in encoder.blocks)
+        self.length, self.out_dim = length, encoder.out_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, in_channels, L) -> (B, H)."""
+        c = x.shape[1]
+        h = self.input_proj(x.permute(2, 0, 1).reshape(-1, c))  # (L B, H)
+        h = h.reshape(self.length, -1, self.out_dim)  # (L, B, H)
+        for layer, norm in zip(self.layers, self.norms, strict=True):
+            h = norm(h + cast(FixedKernelS4, layer).forward_tm(h))  # post-norm block
+        return h.mean(dim=0)  # (B, H)
 
 
 def frozen_copy(model: SupervisedModel, length: int) -> SupervisedModel:
-    """A copy of ``model`` (eval mode) whose S4 layers use stored kernels of ``length``."""
+    """A copy of ``model`` (eval mode) whose encoder uses stored S4 kernels of ``length``."""
     out = copy.deepcopy(model).eval()
-    for block in out.encoder.blocks:
-        block.layer = FixedKernelS4(cast(S4Layer, block.layer), length)
+    out.encoder = cast(ECGEncoder, TimeMajorEncoder(out.encoder, length).eval())
     return out
 
 
