@@ -12,9 +12,11 @@ cut and averaging included, as in ``ecg-explain predict``):
 - ``onnx``: ``model.onnx`` under onnxruntime.
 
 Latency: one record per call, median (and p90) over ``--repeats`` calls after warm-up.
-Throughput: batches of ``--batch`` records, records/s. Every backend runs on 1 CPU thread
-(``--threads`` to change), ratios are against ``torch`` in the same run. The reading +
-resampling cost per record (the part ``load_batch`` adds) is timed separately.
+CPU ms: the median CPU seconds of the calling thread per single-record call (the figure
+to compare on a loaded machine). Throughput: batches of ``--batch`` records, records/s.
+Every backend runs on 1 CPU thread (``--threads`` to change), ratios are against
+``torch`` in the same run. The reading + resampling cost per record (the part
+``load_batch`` adds) is timed separately.
 
 Usage: ``python bench/predict.py [--sizes default reference] [--repeats 50] [--batch 64]``.
 """
@@ -73,14 +75,19 @@ def fixed_torch_scorer(model_dir: Path) -> Callable[[np.ndarray], object]:
     return score
 
 
-def timed(fn: Callable[[], object], repeats: int) -> np.ndarray:
+def timed(
+    fn: Callable[[], object], repeats: int, clock: Callable[[], float] = time.perf_counter
+) -> np.ndarray:
+    """Seconds per call of ``fn`` by ``clock`` (wall, or ``time.thread_time``: CPU seconds of
+    the calling thread, which runs the whole model with 1 thread and is inflated less than
+    wall time by other processes on a loaded machine)."""
     fn()  # warm-up (allocations, ORT graph init)
     fn()
     out = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        out.append(time.perf_counter() - t0)
+        out.append(clock() - t0)
     return np.asarray(out)
 
 
@@ -129,20 +136,24 @@ def main() -> None:
             }
             enc = encoder_cfg(size)
             print(f"\n{size}: S4 {enc['n_layers']} x {enc['d_model']}, {args.threads} thread(s)")
-            head = f"{'backend':12s} {'latency ms':>11s} {'p90 ms':>8s} {'rec/s':>9s}"
-            print(f"{head} {'speed-up (latency, rec/s) vs torch':>36s}")
+            head = (
+                f"{'backend':12s} {'latency ms':>11s} {'p90 ms':>8s} {'CPU ms':>8s} {'rec/s':>9s}"
+            )
+            print(f"{head} {'speed-up (latency, CPU, rec/s) vs torch':>41s}")
             base: dict[str, float] = {}
             for name, score in backends.items():
                 one = rng.normal(0, 0.3, (1, 12, 1000)).astype(np.float32)
                 batch = rng.normal(0, 0.3, (args.batch, 12, 1000)).astype(np.float32)
                 lat = timed(lambda s=score, x=one: s(x), args.repeats) * 1e3
+                cpu = np.median(timed(lambda s=score, x=one: s(x), args.repeats, time.thread_time))
                 thr = args.batch / np.median(timed(lambda s=score, x=batch: s(x), 5))
                 base.setdefault("lat", float(np.median(lat)))
+                base.setdefault("cpu", float(cpu) * 1e3)
                 base.setdefault("thr", float(thr))
                 print(
                     f"{name:12s} {np.median(lat):11.2f} {np.percentile(lat, 90):8.2f} "
-                    f"{thr:9.1f} {base['lat'] / np.median(lat):17.2f}x "
-                    f"{thr / base['thr']:9.2f}x"
+                    f"{cpu * 1e3:8.2f} {thr:9.1f} {base['lat'] / np.median(lat):17.2f}x "
+                    f"{base['cpu'] / (cpu * 1e3):6.2f}x {thr / base['thr']:9.2f}x"
                 )
 
 

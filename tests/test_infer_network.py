@@ -40,7 +40,7 @@ def test_factored_dft_is_rfft_and_its_inverse(length: int, n2: int | None) -> No
     assert f.n >= 2 * length - 1 and f.n1 % 2 == 0 and length % f.n2 == 0
     stored = f.bins[f.bins >= 0]
     assert sorted(stored.tolist()) == list(range(f.n // 2 + 1))  # every bin exactly once
-    g, r = f.bins.shape
+    g = f.bins.shape[0]
     u = torch.randn(length, 5, dtype=torch.float64)  # (L, columns)
     x1 = f.stage1.double() @ u.reshape(length // f.n2, -1)  # (N1, N2 * 5)
     x1 = x1.reshape(g, 2 * f.n2, -1)

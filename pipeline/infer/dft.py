@@ -6,7 +6,8 @@ N = N1 * N2 >= 2L - 1 points. A dense real DFT costs ~2 L^2 multiply-adds per ch
 way; Cooley & Tukey (1965) split the index n = N2 n1 + n2 (N2 divides L) and the bin
 k = k1 + N1 k2:
 
-    X[k] = sum_{n2} W_N^{n2 k} X1[k mod N1, n2],   X1[k1, n2] = sum_{n1} u[N2 n1 + n2] W_{N1}^{n1 k1}
+    X[k] = sum_{n2} W_N^{n2 k} X1[k mod N1, n2],
+    X1[k1, n2] = sum_{n1} u[N2 n1 + n2] W_{N1}^{n1 k1},
 
 with W_M = exp(-2 pi i / M). Stage 1 is one matrix (N1 x L / N2) applied to every n2 and
 channel at once; stage 2, for each k1, maps the N2 values X1[k1, .] to the bins k = k1 (mod
@@ -91,7 +92,9 @@ def cost(length: int, n2: int) -> int:
 def factored_dft(length: int, n2: int | None = None) -> FactoredDFT:
     """Stage matrices for length L; N2 defaults to the divisor of L with the least ``cost``."""
     if n2 is None:
-        n2 = min((d for d in range(1, length + 1) if length % d == 0), key=lambda d: cost(length, d))
+        n2 = min(
+            (d for d in range(1, length + 1) if length % d == 0), key=lambda d: cost(length, d)
+        )
     if length % n2:
         raise ValueError(f"factored_dft: N2 = {n2} does not divide L = {length}")
     n1 = math.ceil((2 * length - 1) / n2)

@@ -4,12 +4,19 @@
 evaluation did: cut the record into ``eval_crops`` centred non-overlapping crops, encode
 each, apply both heads, average the sigmoid outputs (and the embeddings) over the crops.
 
-:func:`frozen_copy` replaces every S4 layer by :class:`FixedKernelS4`, whose convolution
-kernel is computed once from the trained parameters for the fixed crop length (eval mode:
-the kernel only depends on the weights) and applied in the frequency domain with fixed
-DFT matrices. That graph has only standard operators (MatMul, no FFT, no Cauchy kernel),
-so it exports to ONNX; the torch kernel backend computes the kernel (the pykeops one is
-a GPU path and is never traced).
+:func:`frozen_copy` replaces the ECG encoder by :class:`TimeMajorEncoder`, the same map
+on the time-major (L, B, H) layout with every S4 layer a :class:`FixedKernelS4`, whose
+convolution kernel is computed once from the trained parameters for the fixed crop length
+(eval mode: the kernel only depends on the weights) and applied in the frequency domain
+through the two-stage real DFT of :mod:`pipeline.infer.dft`. That graph has only standard
+operators (MatMul, Gemm, Mul; no FFT, no Cauchy kernel), so it exports to ONNX; the torch
+kernel backend computes the kernel (the pykeops one is a GPU path and is never traced).
+
+Speed (issue 24, item 7): at the reference size (4 x 512, L = 250, 4 crops per record) the
+output mixing's Gemms are 4.2 GFLOP per record, the part no transform can remove; with
+dense DFT matrices the convolution cost about as much again, with the two-stage DFT about
+half a layer's Gemms (``bench/onnx_conv.py``), and ``bench/predict.py`` compares the
+exported model with torch (figures and their CPU in docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from torch import Tensor, nn
 from pipeline.data.preprocessing import crop_starts
 from pipeline.infer.dft import factored_dft
 from pipeline.models import S4Layer
-from pipeline.models.encoders import ECGEncoder
+from pipeline.models.encoders import ECGEncoder, S4Block
 from pipeline.models.supervised import SupervisedModel
 
 OUTPUTS = ("diagnoses", "labs", "embedding")
@@ -81,8 +88,8 @@ class FixedKernelS4(nn.Module):
         self.register_buffer("inv_b", torch.cat([dft.inv_im, -dft.inv_re], dim=2))
         self.register_buffer("stage2", dft.stage2)
         self.activation = copy.deepcopy(layer.activation)
-        h = layer.h
-        weight, bias = layer.output_linear[0].weight[..., 0], layer.output_linear[0].bias
+        h, mixing = layer.h, cast(nn.Conv1d, layer.output_linear[0])
+        weight, bias = mixing.weight[..., 0], cast(Tensor, mixing.bias)  # (2H, H), (2H,)
         self.glu_value, self.glu_gate = nn.Linear(h, h), nn.Linear(h, h)
         with torch.no_grad():
             for i, lin in enumerate((self.glu_value, self.glu_gate)):  # GLU: first half * gate
@@ -124,11 +131,10 @@ class TimeMajorEncoder(nn.Module):
         self.input_proj = nn.Linear(encoder.input_proj.in_channels, encoder.out_dim)
         with torch.no_grad():
             self.input_proj.weight.copy_(encoder.input_proj.weight[..., 0])
-            self.input_proj.bias.copy_(encoder.input_proj.bias)
-        self.layers = nn.ModuleList(
-            FixedKernelS4(cast(S4Layer, block.layer), length) for block in encoder.blocks
-        )
-        self.norms = nn.ModuleList(copy.deepcopy(block.norm) for block in encoder.blocks)
+            self.input_proj.bias.copy_(cast(Tensor, encoder.input_proj.bias))
+        blocks = [cast(S4Block, block) for block in encoder.blocks]
+        self.layers = nn.ModuleList(FixedKernelS4(cast(S4Layer, b.layer), length) for b in blocks)
+        self.norms = nn.ModuleList(copy.deepcopy(b.norm) for b in blocks)
         self.length, self.out_dim = length, encoder.out_dim
 
     def forward(self, x: Tensor) -> Tensor:
@@ -144,6 +150,7 @@ class TimeMajorEncoder(nn.Module):
 def frozen_copy(model: SupervisedModel, length: int) -> SupervisedModel:
     """A copy of ``model`` (eval mode) whose encoder uses stored S4 kernels of ``length``."""
     out = copy.deepcopy(model).eval()
+    # duck-typed: ExplainNet only calls encoder(x) -> (B, H), which TimeMajorEncoder keeps
     out.encoder = cast(ECGEncoder, TimeMajorEncoder(out.encoder, length).eval())
     return out
 
