@@ -352,21 +352,6 @@ def model_names() -> tuple[str, ...]:
     return tuple(models())
 
 
-def waiting_depth(node: str, table: Mapping[str, ModelSpec]) -> int:
-    """Training stages on the longest chain that waits on ``node`` (a key of
-    :data:`PRETRAINED` or a model of ``table``), the probe counted as one.
-
-    The rules' Snakemake priority: with few cores, starting the stages that others wait on
-    first (stage 1 before stage 2, a teacher before its student, probed encoders before the
-    rest) keeps the probe, which waits on every probed encoder, from running last and alone.
-    """
-    probed = node in PRETRAINED or (node in table and table[node].probe)
-    depths = [
-        1 + waiting_depth(m.name, table) for m in table.values() if node in (m.init, m.teacher)
-    ]
-    return max([1 if probed else 0, *depths])
-
-
 def spec(name: str) -> ModelSpec:
     """The spec of model ``name``.
 

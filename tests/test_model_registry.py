@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.evaluation.report import ReportOutputs, build_report
-from pipeline.registry import BUILTIN, PLUGINS_ENV, model_names, spec, waiting_depth
+from pipeline.registry import BUILTIN, PLUGINS_ENV, model_names, spec
 from tests.snakemake_helpers import REPO, planned_rules, snakemake, write_config
 from tests.test_report import CFG, DIAG, LABS, _targets, evaluate_all, write_manifests
 
@@ -125,31 +125,35 @@ def test_plugin_model_in_table1_and_report(tmp_path: Path, monkeypatch: pytest.M
     assert f"| {EXTRA} |" in report  # the labels-evaluated table lists every model
 
 
-def test_stages_others_wait_on_start_first() -> None:
-    table = {m.name: m for m in BUILTIN}
-    depth = {name: waiting_depth(name, table) for name in ("pretrain", *table)}
-    # stage 1 -> method_diagnoses -> method_labs; teacher -> student -> probe
-    assert depth["pretrain"] == depth["multimodal_classification"] == 2
-    assert depth["method_diagnoses"] == depth["signal_only"] == depth["distilled"] == 1
-    assert depth["multimodal_labs"] == depth["method_labs"] == 0  # nothing waits on them
-
-
 def _planned_jobs(workdir: Path, *config: str) -> dict[str, str]:
     """Dry run on 2 cores: job (rule, plus the model) -> its block of the plan."""
     cfg = write_config(workdir / "override.yaml", TEST_CONFIG.read_text(), config)
     text = snakemake(workdir, cfg, "-n", "--cores", "2").stdout
-    blocks = text.split("\nrule ")[1:]
-    return {b.split(":", 1)[0] + b.partition("model=")[2].split("\n", 1)[0]: b for b in blocks}
+    jobs: dict[str, str] = {}
+    for b in text.split("\nrule ")[1:]:
+        job = b.split(":", 1)[0] + b.partition("model=")[2].split("\n", 1)[0]
+        jobs[job if job not in jobs else f"{job}#{len(jobs)}"] = b  # convert, convert#12, ...
+    return jobs
 
 
 def test_training_jobs_reserve_num_threads_cores(tmp_path: Path) -> None:
     jobs = _planned_jobs(tmp_path)
     trained = [b for job, b in jobs.items() if job.startswith(("pretrain", "train_model", "probe"))]
-    assert len(trained) == len(BUILTIN) + 3  # two stage-1 rules and the probe
+    probes = 3 + sum(m.probe for m in BUILTIN)  # untrained, stage 1 x 2, probed models
+    assert len(trained) == len(BUILTIN) + 3 + probes  # stage 1 x 2, the probe table
     assert not [b for b in trained if "threads:" in b]  # num_threads 1: Snakemake prints none
-    assert "priority: 2" in jobs["pretrain"]
-    assert "priority: 2" in jobs["train_modelmultimodal_classification"]  # distilled's teacher
-    assert "priority:" not in jobs["train_modelmultimodal_labs"]
+    # small inputs (the synthetic cohort): data preparation reserves 1 core per job, so the
+    # conversions and shard groups run side by side on 2 cores
+    assert not [b for job, b in jobs.items() if job.startswith(("convert", "shard", "extract"))
+                and "threads:" in b]
+    # priorities: the work left on the longest chain (pipeline.priorities, test_priorities)
+    prio = {job: float(b.split("priority: ")[1].split()[0]) for job, b in jobs.items()
+            if "priority: " in b}
+    assert prio["pretrain_ecg_only"] > prio["pretrain"] > prio["train_modelmethod_diagnoses"]
+    assert prio["train_modelrandom_init_finetune"] > prio["train_modelmethod_labs"]
+    assert min(v for j, v in prio.items() if j.startswith(("pretrain", "train_model"))) > max(
+        v for j, v in prio.items() if j.startswith(("evaluate", "probe"))
+    )
     jobs = _planned_jobs(tmp_path, "train:", "  num_threads: 0")  # the rule's 8, capped at 2
-    trained = [b for job, b in jobs.items() if job.startswith(("pretrain", "train_model", "probe"))]
+    trained = [b for job, b in jobs.items() if job.startswith(("pretrain", "train_model", "probe_"))]
     assert all("threads: 2" in b for b in trained)

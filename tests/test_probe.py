@@ -7,18 +7,28 @@ already separates them, so the test needs no training.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from pipeline.data.ecg_store import read_record, resample
-from pipeline.evaluation.probe import EmbedSettings, ProbeConfig, ProbeInputs, run_probe
+from pipeline.evaluation.probe import (
+    EmbedSettings,
+    ProbeConfig,
+    ProbeInputs,
+    combine,
+    probe_one,
+    run_probe,
+)
 from pipeline.evaluation.probe_fit import Split, probe_flag, probe_value
 from pipeline.evaluation.probe_report import ProbeOutputs
 from pipeline.mimic_schema import FS_HZ, N_SAMPLES
+from pipeline.models import build_ecg_encoder
 from tests.synth_helpers import make_cohort
 from tests.train_fixtures import _write_shards, model_cfg
 
@@ -161,3 +171,44 @@ def test_probe_fits_are_honest_on_noise() -> None:
     assert flag.status == "ok" and flag.estimate.low < 0.5 < flag.estimate.high
     y["test"][:] = np.nan
     assert probe_value(Split(x, y), (1.0,), 10, 0, 10).status.startswith("skipped")
+
+
+def _stage1_dir(out: Path, cfg: dict, seed: int) -> Path:
+    """An encoder directory as stage 1 writes it (its weights and model.json), here with
+    the weights of another seed than the untrained encoder's."""
+    torch.manual_seed(seed)
+    encoder = build_ecg_encoder(cfg["ecg_encoder"])
+    out.mkdir(parents=True)
+    save_file(encoder.state_dict(), str(out / "encoder.safetensors"))
+    (out / "model.json").write_text(json.dumps({"ecg_encoder": cfg["ecg_encoder"]}))
+    return out
+
+
+def test_per_encoder_jobs_combine_to_the_single_job_table(tmp_path: Path) -> None:
+    # The workflow probes each encoder in a job of its own (probe_one, a score file each)
+    # and combines the files (combine): the same probe.csv and probe.md, byte for byte, as
+    # one job probing the encoders in turn (run_probe), paired differences included.
+    inputs = build_world(tmp_path / "world", n_subjects=100)
+    cfg, model = ProbeConfig(seed=0, min_records=10), model_cfg(d_model=16, n_layers=1)
+    settings = EmbedSettings(crop_samples=250, eval_crops=2, device=torch.device("cpu"))
+    encoders = {"random_init": None, "pretrain": _stage1_dir(tmp_path / "enc", model, seed=5)}
+
+    def outputs(name: str) -> ProbeOutputs:
+        return ProbeOutputs(*(tmp_path / name / f"probe.{e}" for e in ("md", "csv", "png")))
+
+    single = run_probe(inputs, encoders, outputs("single"), cfg, model, settings, n_bootstrap=50)
+    files = {name: tmp_path / "scores" / f"{name}.npz" for name in encoders}
+    for name, source in encoders.items():
+        probe_one(inputs, name, source, files[name], cfg, model, settings, n_bootstrap=50)
+    combined = combine(files, outputs("jobs"), n_bootstrap=50)
+    assert combined.equals(single)
+    for ext in ("csv", "md"):
+        assert (tmp_path / f"jobs/probe.{ext}").read_bytes() == (
+            tmp_path / f"single/probe.{ext}"
+        ).read_bytes()
+    md = (tmp_path / "jobs/probe.md").read_text()
+    assert "stage 1 (ECG vs tabular) - untrained (random init)" in md  # from the resamples
+    assert not list((tmp_path / "scores").glob(".*"))  # no temporary file left behind
+    # a file of another encoder under a name is refused, naming the file
+    with pytest.raises(ValueError, match="random_init.npz: scores of encoder 'random_init'"):
+        combine({"pretrain": files["random_init"]}, outputs("bad"), n_bootstrap=50)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -29,9 +30,18 @@ from pipeline.data.labs import slug
 from pipeline.evaluation.predictions import read_tsv
 from pipeline.evaluation.probe_fit import ProbeScore, Split, Variable, probe_flag, probe_value
 from pipeline.evaluation.probe_report import ProbeOutputs, write_outputs
+from pipeline.evaluation.probe_scores import (
+    EncoderScores,
+    read_scores,
+    same_variables,
+    write_scores,
+)
 from pipeline.models import ECGEncoder, build_ecg_encoder
 from pipeline.train.data import read_ids
 from pipeline.train.embed import embed_records
+
+if TYPE_CHECKING:
+    from pipeline.data.ecg_store import ShardStore
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +231,127 @@ def _probe_all(
     return scores
 
 
+@dataclass(frozen=True)
+class ProbeSetup:
+    """What every encoder is probed on: the records (train, then val, then test) and the
+    variables aligned to them."""
+
+    ids: np.ndarray
+    bounds: dict[str, slice]
+    variables: list[Variable]
+    notes: list[str]
+
+
+def probe_setup(inputs: ProbeInputs, cfg: ProbeConfig) -> ProbeSetup:
+    """The records and variables of the probe (the same for every encoder)."""
+    parts = _parts(inputs, cfg)
+    ids = np.concatenate([parts["train"], parts["val"], parts["test"]])
+    n_tr, n_va = len(parts["train"]), len(parts["val"])
+    bounds = {
+        "train": slice(0, n_tr),
+        "val": slice(n_tr, n_tr + n_va),
+        "test": slice(n_tr + n_va, None),
+    }
+    variables, notes = lab_variables(inputs, ids, cfg.lab_stat)
+    if inputs.ground_truth is not None:
+        variables += ground_truth_variables(Path(inputs.ground_truth), ids)
+    log.info(
+        "probing %d variables on %d train / %d val / %d test records",
+        len(variables),
+        n_tr,
+        n_va,
+        len(ids) - n_tr - n_va,
+    )
+    return ProbeSetup(ids, bounds, variables, notes)
+
+
+def score_encoder(
+    setup: ProbeSetup,
+    store: ShardStore,
+    name: str,
+    source: Path | None,
+    cfg: ProbeConfig,
+    model_cfg: Mapping[str, object],
+    settings: EmbedSettings,
+    boot: tuple[int, int],
+) -> EncoderScores:
+    """Embed the records with encoder ``name`` (``source``: its model directory, None for
+    the untrained one) and fit every variable's probe; ``boot``: (resamples, seed)."""
+    start = time.perf_counter()
+    with torch.no_grad():
+        encoder = load_encoder(source, model_cfg, cfg.seed).eval()
+        encoder.to(settings.device)
+        x = embed_records(
+            encoder,
+            store,
+            setup.ids,
+            settings.crop_samples,
+            settings.eval_crops,
+            batch_size=cfg.batch_size,
+            device=settings.device,
+            desc=f"probe {name}",
+        ).astype(np.float64)
+    took = time.perf_counter() - start
+    n_tr = setup.bounds["train"].stop
+    # Small dense fits: threaded BLAS only adds contention (measured 8x slower on 2 cores).
+    with threadpool_limits(1):
+        scores = _probe_all(_standardised(x, n_tr), setup.variables, setup.bounds, cfg, boot)
+    log.info(
+        "%s: embedded %d records (dim %d) in %.1f s, probes in %.1f s",
+        name,
+        len(setup.ids),
+        x.shape[1],
+        took,
+        time.perf_counter() - start - took,
+    )
+    return EncoderScores(name, tuple(setup.variables), tuple(scores), tuple(setup.notes))
+
+
+def probe_one(
+    inputs: ProbeInputs,
+    name: str,
+    source: Path | None,
+    out: Path,
+    cfg: ProbeConfig,
+    model_cfg: Mapping[str, object],
+    settings: EmbedSettings,
+    *,
+    n_bootstrap: int = 1000,
+    bootstrap_seed: int = 0,
+) -> EncoderScores:
+    """Probe one encoder and write its scores to ``out`` (rule probe_encoder).
+
+    Args: as :func:`run_probe`, for encoder ``name`` (``source``: its model directory, or
+    None for the untrained encoder).
+    """
+    from pipeline.data.ecg_store import ShardStore
+
+    setup = probe_setup(inputs, cfg)
+    boot = (n_bootstrap, bootstrap_seed)
+    result = score_encoder(
+        setup, ShardStore(inputs.shard_index), name, source, cfg, model_cfg, settings, boot
+    )
+    write_scores(out, result)
+    return result
+
+
+def combine(
+    paths: Mapping[str, Path], outputs: ProbeOutputs, *, n_bootstrap: int = 1000
+) -> pl.DataFrame:
+    """Write probe.md, probe.csv and the heatmap from the per-encoder score files
+    (:func:`probe_one`; encoder name -> file, in the tables' column order)."""
+    results = [read_scores(p) for p in paths.values()]
+    same_variables(results, list(paths.values()))
+    for (name, path), result in zip(paths.items(), results, strict=True):
+        if result.encoder != name:
+            raise ValueError(f"{path}: scores of encoder {result.encoder!r}, expected {name!r}")
+    scores = {r.encoder: list(r.scores) for r in results}
+    first = results[0]
+    return write_outputs(
+        list(first.variables), scores, list(first.notes), outputs, n_bootstrap=n_bootstrap
+    )
+
+
 def run_probe(
     inputs: ProbeInputs,
     encoders: Mapping[str, Path | None],
@@ -232,7 +363,8 @@ def run_probe(
     n_bootstrap: int = 1000,
     bootstrap_seed: int = 0,
 ) -> pl.DataFrame:
-    """Probe every encoder and write probe.md, probe.csv and the heatmap.
+    """Probe every encoder in turn, in one process, and write probe.md, probe.csv and the
+    heatmap (the workflow runs :func:`probe_one` per encoder, then :func:`combine`).
 
     Args:
         inputs: Shards, id lists, feature table, lab targets (+ ground truth when enabled).
@@ -249,54 +381,11 @@ def run_probe(
     """
     from pipeline.data.ecg_store import ShardStore
 
-    parts = _parts(inputs, cfg)
-    ids = np.concatenate([parts["train"], parts["val"], parts["test"]])
-    n_tr, n_va = len(parts["train"]), len(parts["val"])
-    bounds = {
-        "train": slice(0, n_tr),
-        "val": slice(n_tr, n_tr + n_va),
-        "test": slice(n_tr + n_va, None),
-    }
-    variables, notes = lab_variables(inputs, ids, cfg.lab_stat)
-    if inputs.ground_truth is not None:
-        variables += ground_truth_variables(Path(inputs.ground_truth), ids)
-    log.info(
-        "probing %d variables on %d train / %d val / %d test records with %d encoders",
-        len(variables),
-        n_tr,
-        n_va,
-        len(parts["test"]),
-        len(encoders),
-    )
+    setup = probe_setup(inputs, cfg)
     store = ShardStore(inputs.shard_index)
-    scores: dict[str, list[ProbeScore]] = {}
-    for name, source in encoders.items():
-        start = time.perf_counter()
-        with torch.no_grad():
-            encoder = load_encoder(source, model_cfg, cfg.seed).eval()
-            encoder.to(settings.device)
-            x = embed_records(
-                encoder,
-                store,
-                ids,
-                settings.crop_samples,
-                settings.eval_crops,
-                batch_size=cfg.batch_size,
-                device=settings.device,
-                desc=f"probe {name}",
-            ).astype(np.float64)
-        took = time.perf_counter() - start
-        # Small dense fits: threaded BLAS only adds contention (measured 8x slower on 2 cores).
-        with threadpool_limits(1):
-            scores[name] = _probe_all(
-                _standardised(x, n_tr), variables, bounds, cfg, (n_bootstrap, bootstrap_seed)
-            )
-        log.info(
-            "%s: embedded %d records (dim %d) in %.1f s, probes in %.1f s",
-            name,
-            len(ids),
-            x.shape[1],
-            took,
-            time.perf_counter() - start - took,
-        )
-    return write_outputs(variables, scores, notes, outputs, n_bootstrap=n_bootstrap)
+    boot = (n_bootstrap, bootstrap_seed)
+    scores = {
+        name: list(score_encoder(setup, store, name, src, cfg, model_cfg, settings, boot).scores)
+        for name, src in encoders.items()
+    }
+    return write_outputs(setup.variables, scores, setup.notes, outputs, n_bootstrap=n_bootstrap)

@@ -5,6 +5,7 @@ import os
 from snakemake.exceptions import WorkflowError
 
 from pipeline.config_checks import config_errors
+from pipeline.priorities import EVALUATE, PROBE_ENCODER, PROBE_TABLE, RANDOM_INIT, REPORT
 from pipeline.registry import PLUGINS_ENV, plugin_modules
 from pipeline.registry import models as registered_models
 from pipeline.runs import sorted_settings, under
@@ -89,6 +90,7 @@ P = {
     "probe_md": f"{R}/probe.md",
     "probe_csv": f"{R}/probe.csv",
     "probe_plot": f"{R}/probe.png",
+    "probe_scores": f"{R}/probe/{{encoder}}.npz",  # one encoder's probes (rule probe_encoder)
 }
 
 # Stop before the DAG is built on settings that contradict each other or name missing data.
@@ -148,6 +150,25 @@ def parquet(table, run=RUN):
 def ids(part, run=RUN):
     """A fold's id list of data prefix ``run`` (default: the rule's {run} wildcard)."""
     return path("ids", run, part=part)
+
+
+# Inputs from this size on (MB) are real-MIMIC-sized: a data-preparation job reserves its
+# rule's threads there (parsing threads, worker processes). Below, on the synthetic cohort,
+# such a job takes ~1 s, mostly start-up: it reserves 1 core, so on 2 cores independent ones
+# (the 12 conversions, the 2 shard groups, the extractions) run side by side, not one by one.
+LARGE_INPUT_MB = 16
+
+
+def data_threads(most):
+    """threads: ``most`` for large inputs, 1 for small ones (LARGE_INPUT_MB). Inputs not
+    made yet count as empty (a dry run shows 1); Snakemake evaluates threads again when the
+    job is ready to start, its inputs made."""
+
+    def threads(wildcards, input):
+        size = sum(os.path.getsize(f) for f in input if os.path.isfile(f))
+        return most if size >= LARGE_INPUT_MB * 1e6 else 1
+
+    return threads
 
 
 def log(name, run=""):

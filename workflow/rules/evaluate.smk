@@ -23,6 +23,7 @@ rule evaluate:
         bench_tsv("evaluate_{model}", RUN)
     wildcard_constraints:
         model="|".join(SUPERVISED),
+    priority: EVALUATE + REPORT  # pipeline.priorities: short, fills cores at the end
     conda:
         "../envs/pipeline.yaml"
     threads: 1

@@ -17,7 +17,7 @@ rule convert:
         table="|".join(TABLES),
     conda:
         "../envs/pipeline.yaml"
-    threads: 2
+    threads: data_threads(2)
     resources:
         mem_mb=3000,
         runtime=120,
@@ -39,7 +39,7 @@ rule extract_cohort:
         bench_tsv("extract_cohort", RUN)
     conda:
         "../envs/pipeline.yaml"
-    threads: 2
+    threads: data_threads(2)
     resources:
         mem_mb=4000,
         runtime=30,
@@ -62,7 +62,7 @@ rule extract_features:
         bench_tsv("extract_features", RUN)
     conda:
         "../envs/pipeline.yaml"
-    threads: 4
+    threads: data_threads(4)
     resources:
         mem_mb=8000,
         runtime=120,
@@ -85,7 +85,7 @@ rule extract_labels:
         bench_tsv("extract_labels", RUN)
     conda:
         "../envs/pipeline.yaml"
-    threads: 2
+    threads: data_threads(2)
     resources:
         mem_mb=8000,
         runtime=30,
@@ -108,7 +108,7 @@ rule extract_lab_targets:
         bench_tsv("extract_lab_targets", RUN)
     conda:
         "../envs/pipeline.yaml"
-    threads: 4
+    threads: data_threads(4)
     resources:
         mem_mb=8000,
         runtime=120,

@@ -7,7 +7,8 @@
 # rules' outputs under that prefix.
 import re
 
-from pipeline.registry import PRETRAINED, waiting_depth
+from pipeline.priorities import remaining_work, stage_cost
+from pipeline.registry import PRETRAINED
 from pipeline.runs import (
     Plan,
     Stages,
@@ -84,8 +85,19 @@ def training_threads(node=None):
 
 
 def training_priority(node=None):
-    """priority: stages others wait on start first (pipeline.registry.waiting_depth)."""
-    return lambda wc: waiting_depth(node or wc.model, MODELS)
+    """priority: the estimated work on the longest chain from the job to the end of the
+    run, with the run's settings (pipeline.priorities): the longest chains start first."""
+
+    def priority(wc):
+        fraction = PLAN.resolved[wc.run]["label_fraction"]
+
+        def cost(stage):
+            settings = PLAN.settings(wc.run, stage) | {"label_fraction": fraction}
+            return stage_cost(stage, settings, MODELS)
+
+        return remaining_work(node or wc.model, MODELS, cost)
+
+    return priority
 
 
 def checkpoints(node=None):

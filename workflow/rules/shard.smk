@@ -17,7 +17,7 @@ rule shard_ecg:
         group=r"\d+",
     conda:
         "../envs/pipeline.yaml"
-    threads: 4
+    threads: data_threads(4)
     resources:
         mem_mb=4000,
         runtime=240,
