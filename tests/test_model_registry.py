@@ -144,16 +144,24 @@ def test_training_jobs_reserve_num_threads_cores(tmp_path: Path) -> None:
     assert not [b for b in trained if "threads:" in b]  # num_threads 1: Snakemake prints none
     # small inputs (the synthetic cohort): data preparation reserves 1 core per job, so the
     # conversions and shard groups run side by side on 2 cores
-    assert not [b for job, b in jobs.items() if job.startswith(("convert", "shard", "extract"))
-                and "threads:" in b]
+    assert not [
+        b
+        for job, b in jobs.items()
+        if job.startswith(("convert", "shard", "extract")) and "threads:" in b
+    ]
     # priorities: the work left on the longest chain (pipeline.priorities, test_priorities)
-    prio = {job: float(b.split("priority: ")[1].split()[0]) for job, b in jobs.items()
-            if "priority: " in b}
+    prio = {
+        job: float(b.split("priority: ")[1].split()[0])
+        for job, b in jobs.items()
+        if "priority: " in b
+    }
     assert prio["pretrain_ecg_only"] > prio["pretrain"] > prio["train_modelmethod_diagnoses"]
     assert prio["train_modelrandom_init_finetune"] > prio["train_modelmethod_labs"]
     assert min(v for j, v in prio.items() if j.startswith(("pretrain", "train_model"))) > max(
         v for j, v in prio.items() if j.startswith(("evaluate", "probe"))
     )
     jobs = _planned_jobs(tmp_path, "train:", "  num_threads: 0")  # the rule's 8, capped at 2
-    trained = [b for job, b in jobs.items() if job.startswith(("pretrain", "train_model", "probe_"))]
+    trained = [
+        b for job, b in jobs.items() if job.startswith(("pretrain", "train_model", "probe_"))
+    ]
     assert all("threads: 2" in b for b in trained)

@@ -56,8 +56,14 @@ def test_chain_work_adds_up_along_the_registry() -> None:
     tail = cost("method_labs") + EVALUATE + REPORT
     assert abs(prio["method_labs"] - tail) < 0.01
     assert abs(prio["pretrain"] - cost("pretrain") - prio["method_diagnoses"]) < 0.01
-    assert abs(prio["multimodal_classification"] - cost("multimodal_classification")
-               - prio["distilled"]) < 0.01
+    assert (
+        abs(
+            prio["multimodal_classification"]
+            - cost("multimodal_classification")
+            - prio["distilled"]
+        )
+        < 0.01
+    )
 
 
 def test_costs_follow_the_settings() -> None:

@@ -210,5 +210,5 @@ def test_per_encoder_jobs_combine_to_the_single_job_table(tmp_path: Path) -> Non
     assert "stage 1 (ECG vs tabular) - untrained (random init)" in md  # from the resamples
     assert not list((tmp_path / "scores").glob(".*"))  # no temporary file left behind
     # a file of another encoder under a name is refused, naming the file
-    with pytest.raises(ValueError, match="random_init.npz: scores of encoder 'random_init'"):
+    with pytest.raises(ValueError, match=r"random_init\.npz: scores of encoder 'random_init'"):
         combine({"pretrain": files["random_init"]}, outputs("bad"), n_bootstrap=50)

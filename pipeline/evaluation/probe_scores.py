@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,22 +55,22 @@ def write_scores(path: Path, result: EncoderScores) -> None:
         "transform": [s.transform for s in scores],
         "status": [s.status for s in scores],
     }
+    arrays: dict[str, Any] = {  # Any: savez's keyword annotations clash with ** of arrays
+        "encoder": np.array(result.encoder),
+        "notes": np.array(result.notes, dtype=str),
+        **{k: np.array(v, dtype=str) for k, v in text.items()},
+        "estimate": np.array(
+            [[s.estimate.point, s.estimate.low, s.estimate.high] for s in scores]
+        ).reshape(n, 3),
+        "counts": np.array(
+            [[s.estimate.n_resamples, s.n_train, s.n_test, len(s.boot)] for s in scores],
+            dtype=np.int64,
+        ).reshape(n, 4),
+        "hyper": np.array([s.hyper for s in scores], dtype=np.float64),
+        "boot": boot,
+    }
     with atomic_path(path, suffix=".npz") as tmp, tmp.open("wb") as fh:
-        np.savez(
-            fh,
-            encoder=np.array(result.encoder),
-            notes=np.array(result.notes, dtype=str),
-            **{k: np.array(v, dtype=str) for k, v in text.items()},
-            estimate=np.array(
-                [[s.estimate.point, s.estimate.low, s.estimate.high] for s in scores]
-            ).reshape(n, 3),
-            counts=np.array(
-                [[s.estimate.n_resamples, s.n_train, s.n_test, len(s.boot)] for s in scores],
-                dtype=np.int64,
-            ).reshape(n, 4),
-            hyper=np.array([s.hyper for s in scores], dtype=np.float64),
-            boot=boot,
-        )
+        np.savez(fh, **arrays)
 
 
 def read_scores(path: Path) -> EncoderScores:
