@@ -155,7 +155,7 @@ def test_training_jobs_reserve_num_threads_cores(tmp_path: Path) -> None:
         for job, b in jobs.items()
         if "priority: " in b
     }
-    assert prio["pretrain_ecg_only"] > prio["pretrain"] > prio["train_modelmethod_diagnoses"]
+    assert prio["pretrain"] > prio["train_modelmethod_diagnoses"] > prio["train_modelmethod_labs"]
     assert prio["train_modelrandom_init_finetune"] > prio["train_modelmethod_labs"]
     assert min(v for j, v in prio.items() if j.startswith(("pretrain", "train_model"))) > max(
         v for j, v in prio.items() if j.startswith(("evaluate", "probe"))

@@ -188,7 +188,7 @@ def test_per_encoder_jobs_combine_to_the_single_job_table(tmp_path: Path) -> Non
     # The workflow probes each encoder in a job of its own (probe_one, a score file each)
     # and combines the files (combine): the same probe.csv and probe.md, byte for byte, as
     # one job probing the encoders in turn (run_probe), paired differences included.
-    inputs = build_world(tmp_path / "world", n_subjects=100)
+    inputs = build_world(tmp_path / "world", n_subjects=60)
     cfg, model = ProbeConfig(seed=0, min_records=10), model_cfg(d_model=16, n_layers=1)
     settings = EmbedSettings(crop_samples=250, eval_crops=2, device=torch.device("cpu"))
     encoders = {"random_init": None, "pretrain": _stage1_dir(tmp_path / "enc", model, seed=5)}
@@ -196,11 +196,11 @@ def test_per_encoder_jobs_combine_to_the_single_job_table(tmp_path: Path) -> Non
     def outputs(name: str) -> ProbeOutputs:
         return ProbeOutputs(*(tmp_path / name / f"probe.{e}" for e in ("md", "csv", "png")))
 
-    single = run_probe(inputs, encoders, outputs("single"), cfg, model, settings, n_bootstrap=50)
+    single = run_probe(inputs, encoders, outputs("single"), cfg, model, settings, n_bootstrap=20)
     files = {name: tmp_path / "scores" / f"{name}.npz" for name in encoders}
     for name, source in encoders.items():
-        probe_one(inputs, name, source, files[name], cfg, model, settings, n_bootstrap=50)
-    combined = combine(files, outputs("jobs"), n_bootstrap=50)
+        probe_one(inputs, name, source, files[name], cfg, model, settings, n_bootstrap=20)
+    combined = combine(files, outputs("jobs"), n_bootstrap=20)
     assert combined.equals(single)
     for ext in ("csv", "md"):
         assert (tmp_path / f"jobs/probe.{ext}").read_bytes() == (
@@ -211,4 +211,4 @@ def test_per_encoder_jobs_combine_to_the_single_job_table(tmp_path: Path) -> Non
     assert not list((tmp_path / "scores").glob(".*"))  # no temporary file left behind
     # a file of another encoder under a name is refused, naming the file
     with pytest.raises(ValueError, match=r"random_init\.npz: scores of encoder 'random_init'"):
-        combine({"pretrain": files["random_init"]}, outputs("bad"), n_bootstrap=50)
+        combine({"pretrain": files["random_init"]}, outputs("bad"), n_bootstrap=20)
