@@ -5,7 +5,8 @@ on ``--cores`` with: priorities by the work left on the longest chain
 (``pipeline.priorities``, the default config), the single probe job replaced by one job per
 encoder (each lasting its embedding + probes from the probe's log, plus ``--probe-start`` s
 of start-up) and a 2 s table job, data-preparation jobs on 1 thread each (small inputs),
-and training jobs lasting ``--train-scale`` x their measured wall time (a faster training
+data preparation (label subsets and lab-target selection included) ahead of every training
+job, and training jobs lasting ``--train-scale`` x their measured wall time (a faster training
 step since the run). Every other job lasts its measured wall time. Usage::
 
     python bench/schedule_replay.py /tmp/lead_default --train-scale 1 0.8 0.75
@@ -72,7 +73,9 @@ def rescheduled(run: Path, log: Path, train_scale: float, probe_start: float) ->
             j.priority = remaining_work(j.name.removeprefix("train_"), table, cost)
         elif j.rule == "evaluate":
             j.priority = EVALUATE + REPORT
-        elif j.rule in DATA:
+        elif j.rule not in ("report", "export_model"):  # data preparation: ahead of all
+            j.priority = 1e3
+        if j.rule in DATA:
             j.threads, j.bench["cpu_time"] = 1, j.wall
     probe = by.pop("probe")
     jobs.remove(probe)

@@ -15,6 +15,7 @@ rule convert:
         bench_tsv("convert_{table}", RUN)
     wildcard_constraints:
         table="|".join(TABLES),
+    priority: PREPARATION  # runs.smk: ahead of every training chain
     conda:
         "../envs/pipeline.yaml"
     threads: data_threads(2)
@@ -37,6 +38,7 @@ rule extract_cohort:
         log("extract_cohort", RUN),
     benchmark:
         bench_tsv("extract_cohort", RUN)
+    priority: PREPARATION  # runs.smk: ahead of every training chain
     conda:
         "../envs/pipeline.yaml"
     threads: data_threads(2)
@@ -60,6 +62,7 @@ rule extract_features:
         log("extract_features", RUN),
     benchmark:
         bench_tsv("extract_features", RUN)
+    priority: PREPARATION  # runs.smk: ahead of every training chain
     conda:
         "../envs/pipeline.yaml"
     threads: data_threads(4)
@@ -83,6 +86,7 @@ rule extract_labels:
         log("extract_labels", RUN),
     benchmark:
         bench_tsv("extract_labels", RUN)
+    priority: PREPARATION  # runs.smk: ahead of every training chain
     conda:
         "../envs/pipeline.yaml"
     threads: data_threads(2)
@@ -106,6 +110,7 @@ rule extract_lab_targets:
         log("extract_lab_targets", RUN),
     benchmark:
         bench_tsv("extract_lab_targets", RUN)
+    priority: PREPARATION  # runs.smk: ahead of every training chain
     conda:
         "../envs/pipeline.yaml"
     threads: data_threads(4)

@@ -84,20 +84,26 @@ def training_threads(node=None):
     return lambda wc: PLAN.settings(wc.run, node or wc.model)["train"]["num_threads"] or 8
 
 
+def run_cost(run):
+    """A training stage's estimated work in run ``run`` (pipeline.priorities.stage_cost)."""
+    fraction = PLAN.resolved[run]["label_fraction"]
+
+    def cost(stage):
+        settings = PLAN.settings(run, stage) | {"label_fraction": fraction}
+        return stage_cost(stage, settings, MODELS)
+
+    return cost
+
+
 def training_priority(node=None):
     """priority: the estimated work on the longest chain from the job to the end of the
     run, with the run's settings (pipeline.priorities): the longest chains start first."""
+    return lambda wc: remaining_work(node or wc.model, MODELS, run_cost(wc.run))
 
-    def priority(wc):
-        fraction = PLAN.resolved[wc.run]["label_fraction"]
 
-        def cost(stage):
-            settings = PLAN.settings(wc.run, stage) | {"label_fraction": fraction}
-            return stage_cost(stage, settings, MODELS)
-
-        return remaining_work(node or wc.model, MODELS, cost)
-
-    return priority
+# priority of data preparation (extraction, shards, splits, label subsets, lab targets):
+# every training chain waits on it, so it goes ahead of the longest one (the default run's).
+PREPARATION = 1 + max(remaining_work(n, MODELS, run_cost("")) for n in [*PRETRAINED, *MODELS])
 
 
 def checkpoints(node=None):

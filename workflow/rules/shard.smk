@@ -15,6 +15,7 @@ rule shard_ecg:
         bench_tsv("shard_ecg_{group}", RUN)
     wildcard_constraints:
         group=r"\d+",
+    priority: PREPARATION  # runs.smk: ahead of every training chain
     conda:
         "../envs/pipeline.yaml"
     threads: data_threads(4)
@@ -39,6 +40,7 @@ rule merge_shards:
         log("merge_shards", RUN),
     benchmark:
         bench_tsv("merge_shards", RUN)
+    priority: PREPARATION  # runs.smk: ahead of every training chain
     conda:
         "../envs/pipeline.yaml"
     resources:

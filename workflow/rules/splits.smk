@@ -13,6 +13,7 @@ rule make_splits:
         log("make_splits", RUN),
     benchmark:
         bench_tsv("make_splits", RUN)
+    priority: PREPARATION  # runs.smk: ahead of every training chain
     conda:
         "../envs/pipeline.yaml"
     resources:
@@ -35,6 +36,7 @@ rule stage_ids:
         test=ids("test"),
     log:
         log("stage_ids", RUN),
+    priority: PREPARATION  # runs.smk: ahead of every training chain
     conda:
         "../envs/pipeline.yaml"
     resources:
@@ -57,6 +59,7 @@ rule label_subset:
         log("label_subset{labels}", RUN),
     wildcard_constraints:
         labels="|".join(re.escape(tag) for _, tag in PLAN.label_sets),
+    priority: PREPARATION  # runs.smk: ahead of every training chain
     conda:
         "../envs/pipeline.yaml"
     resources:
@@ -77,6 +80,7 @@ rule select_lab_targets:
         P["lab_targets_selected"],
     log:
         log("select_lab_targets", RUN),
+    priority: PREPARATION  # runs.smk: ahead of every training chain
     conda:
         "../envs/pipeline.yaml"
     resources:
