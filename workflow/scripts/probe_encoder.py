@@ -6,12 +6,14 @@ import torch
 
 from pipeline.evaluation.probe import EmbedSettings, ProbeConfig, ProbeInputs, probe_one
 from pipeline.logs import setup_logging
+from pipeline.models.ops import reuse_freed_memory
 from pipeline.train.runtime import select_device
 
 setup_logging(snakemake.log[0])
 inp, params = snakemake.input, snakemake.params
 train = params.train
 torch.set_num_threads(train["num_threads"] or snakemake.threads)
+reuse_freed_memory()  # as training does: freed activation blocks reused, not page-faulted anew
 cfg = ProbeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.probe.items()})
 probe_one(
     ProbeInputs(
