@@ -35,6 +35,7 @@ SPLIT_DEPENDENT = {
     "evaluate",
     "report",
     "export_model",
+    "probe_encoder",
     "probe",
     "all",
 }
@@ -117,9 +118,15 @@ def test_label_fraction_edit_reruns_only_the_label_trained_models(
 @pytest.mark.parametrize(
     ("section", "key", "value", "stages", "models"),
     [
-        # the ECG-only stage 1 and the one model built on it; the probe reads both
-        ("pretrain_ecg_only", "augment", {"noise_std": 0.1}, {"pretrain_ecg_only", "probe"}, 1),
-        ("distilled", "mix", 0.25, {"probe"}, 1),  # the student only, not its teacher
+        # the ECG-only stage 1 and the one model built on it; each is probed by its own job
+        (
+            "pretrain_ecg_only",
+            "augment",
+            {"noise_std": 0.1},
+            {"pretrain_ecg_only", "probe_encoder", "probe"},
+            1,
+        ),
+        ("distilled", "mix", 0.25, {"probe_encoder", "probe"}, 1),  # the student, not its teacher
     ],
 )
 def test_beyond_the_paper_edits_rerun_only_their_model(
