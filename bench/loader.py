@@ -2,7 +2,7 @@
 
 What is timed is the stage-1 training loader exactly as training builds it
 (:class:`~pipeline.train.data.EpochLoader` over :class:`~pipeline.train.data.ECGDataset`
-with :func:`~pipeline.train.data.loader_options`): shards on disk read through memory maps
+with :func:`~pipeline.train.loader_options.loader_options`): shards on disk read through memory maps
 (``ShardStore``, page cache warm, as in every epoch after the first), the shuffled order,
 one random crop per record, the tabular inputs (``x_cont``, ``x_mask``, ``x_cat`` of
 bench/train_rate.py's width) and collation into tensors; on ``--device cuda`` also the
@@ -51,7 +51,8 @@ from bench.train_rate import CATS, N_CONT, SIZES
 from bench.train_rate import measure as step_rate
 from pipeline.data.ecg_store import ShardStore
 from pipeline.data.tabular import TabularArrays
-from pipeline.train.data import ECGDataset, EpochLoader, loader_options, to_device
+from pipeline.train.data import ECGDataset, EpochLoader, to_device
+from pipeline.train.loader_options import loader_options
 
 GPU_RATE = (1_600, 6_300)  # samples/s of the reference model on one GPU (docs/scaling.md)
 RECORD = (12, 1000)  # 10 s at 100 Hz

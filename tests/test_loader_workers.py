@@ -25,16 +25,12 @@ from pipeline.data.tabular import tabular_inputs
 from pipeline.models.supervised import Batch
 from pipeline.stops import BadSetting
 from pipeline.train.augment import EcgAugmentConfig
-from pipeline.train.data import (
+from pipeline.train.data import ECGDataset, EpochLoader, open_store, read_ids, read_targets
+from pipeline.train.loader_options import (
     CUDA_PREFETCH,
-    ECGDataset,
-    EpochLoader,
     LoaderOptions,
     available_cpus,
     loader_options,
-    open_store,
-    read_ids,
-    read_targets,
 )
 from pipeline.train.pretrain import _loader as pretrain_loader
 from pipeline.train.stage import StageData

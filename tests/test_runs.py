@@ -10,19 +10,18 @@ import yaml
 from snakemake.utils import validate
 
 from pipeline.registry import PLUGINS_ENV, models
+from pipeline.run_checks import axis_errors, variant_errors
 from pipeline.runs import (
     DEFAULT_RUN,
     Plan,
     Run,
     Stages,
-    axis_errors,
     regime_runs,
     resolve,
     study_rows,
     study_runs,
     sweep_rows,
     sweep_runs,
-    variant_errors,
 )
 from tests.snakemake_helpers import REPO
 

@@ -14,7 +14,8 @@ from snakemake.utils import validate
 from pipeline.evaluation.evaluate import EvalConfig, evaluate_predictions
 from pipeline.evaluation.sweep import SweepOutputs, SweepRun, sweep_table
 from pipeline.registry import models
-from pipeline.runs import Run, Stages, parse_variants, repeats_default, variant_errors
+from pipeline.run_checks import variant_errors
+from pipeline.runs import Run, Stages, parse_variants, repeats_default
 from tests.snakemake_helpers import REPO, edited_config, planned_rules, snakemake
 
 TEST_CONFIG = REPO / ".test/config.yaml"

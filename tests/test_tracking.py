@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import tracking
+from pipeline import tracking, tracking_run
 from pipeline.tracking import parent_run, stage_run
 
 EXP = "ecg-explain-test"
@@ -176,7 +176,7 @@ def test_disabled_tracking_is_a_noop(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_broken_tracking_does_not_kill_the_stage(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(tracking, "_RETRY_SLEEPS_S", (0.0,))
+    monkeypatch.setattr(tracking_run, "_RETRY_SLEEPS_S", (0.0,))
     bad = tmp_path / "broken.db"
     bad.write_bytes(b"this is not a sqlite database" * 100)
     finished = False
@@ -189,7 +189,7 @@ def test_broken_tracking_does_not_kill_the_stage(
 
 
 def test_flatten_params() -> None:
-    flat = tracking.flatten_params({"a": {"b": {"c": 1}, "d": [1, 2]}, "e": None, "f": "x"})
+    flat = tracking_run.flatten_params({"a": {"b": {"c": 1}, "d": [1, 2]}, "e": None, "f": "x"})
     assert flat == {"a.b.c": "1", "a.d": "[1, 2]", "e": "null", "f": "x"}
 
 

@@ -49,7 +49,7 @@ class TrainConfig:
         eval_crops: non-overlapping crops averaged at validation and test.
         checkpoint_every: epochs between resume checkpoints.
         num_workers: DataLoader worker processes, or "auto" (0 on CPU, up to 4 on CUDA:
-            :func:`pipeline.train.data.loader_options`); the batches are the same for any.
+            :func:`pipeline.train.loader_options.loader_options`); the batches are the same for any.
         checkpoint_minutes: minutes between resume checkpoints within an epoch (0: none);
             see :mod:`pipeline.train.interrupt`.
         precision: auto, fp32, bf16 or fp16 (:mod:`pipeline.train.precision`).

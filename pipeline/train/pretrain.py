@@ -42,9 +42,10 @@ from pipeline.models import (
 )
 from pipeline.train.augment import EcgAugmentConfig
 from pipeline.train.collapse_check import collapse_check
-from pipeline.train.data import Batch, ECGDataset, EpochLoader, loader_options, read_ids, to_device
+from pipeline.train.data import Batch, ECGDataset, EpochLoader, read_ids, to_device
 from pipeline.train.distributed import data_parallel
 from pipeline.train.engine import TrainConfig
+from pipeline.train.loader_options import loader_options
 from pipeline.train.pretrain_config import PretrainConfig
 from pipeline.train.reproducibility import runtime_record
 from pipeline.train.stage import (

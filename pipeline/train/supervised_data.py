@@ -11,9 +11,10 @@ from torch import nn
 
 from pipeline.data.tabular import TabularArrays
 from pipeline.models.supervised import Batch, SupervisedModel
-from pipeline.train.data import ECGDataset, EpochLoader, Mode, loader_options
+from pipeline.train.data import ECGDataset, EpochLoader, Mode
 from pipeline.train.embed import embed_crops
 from pipeline.train.engine import TrainConfig
+from pipeline.train.loader_options import loader_options
 from pipeline.train.stage import StageData
 from pipeline.train.stage_config import StageConfig
 

@@ -8,7 +8,8 @@ from pipeline.config_checks import config_errors
 from pipeline.priorities import EVALUATE, PROBE_ENCODER, PROBE_TABLE, RANDOM_INIT, REPORT
 from pipeline.registry import PLUGINS_ENV, plugin_modules
 from pipeline.registry import models as registered_models
-from pipeline.runs import sorted_settings, under
+from pipeline.run_checks import under
+from pipeline.runs import sorted_settings
 from pipeline.sources import (
     DATASETS,
     EXTRACT_INPUTS,

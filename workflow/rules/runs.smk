@@ -9,16 +9,15 @@ import re
 
 from pipeline.priorities import remaining_work, stage_cost
 from pipeline.registry import PRETRAINED
+from pipeline.run_checks import axis_errors, variant_errors
 from pipeline.runs import (
     Plan,
     Stages,
-    axis_errors,
     regime_runs,
     study_rows,
     study_runs,
     sweep_rows,
     sweep_runs,
-    variant_errors,
 )
 
 _objectives = SCHEMA["properties"]["pretrain"]["properties"]["objective"]["enum"]

@@ -1,7 +1,7 @@
 # Synthetic MIMIC-IV / -ED / -ECG cohort in the exact PhysioNet layout (the embedded default).
 # One job per world some run reads (PLAN.datasets): the config's at the source paths, another
 # world's at the same paths under its data prefix (results/regime/world-null/synthetic/...).
-# Source paths outside results/ allow the config's world only (runs.axis_errors).
+# Source paths outside results/ allow the config's world only (run_checks.axis_errors).
 if config["source"]["synthetic"]:
     _movable = all(under(SRC[key], R) for key in DATASETS)
     _RUN = RUN if _movable else ""
