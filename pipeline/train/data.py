@@ -39,9 +39,7 @@ from pipeline.data.tabular import TabularArrays
 from pipeline.manifests import manifest_column
 from pipeline.models.supervised import Batch
 from pipeline.stops import BadSetting
-from pipeline.train.loader_options import LoaderOptions
-
-IN_PROCESS = LoaderOptions()  # no workers: the training process reads (the CPU default)
+from pipeline.train.loader_options import IN_PROCESS, LoaderOptions
 
 log = logging.getLogger(__name__)
 

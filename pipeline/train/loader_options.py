@@ -40,6 +40,9 @@ class LoaderOptions:
     prefetch_factor: int | None = None
 
 
+IN_PROCESS = LoaderOptions()  # no workers: the training process reads (the CPU default)
+
+
 def available_cpus() -> int:
     """CPUs this process may run on (its affinity: a SLURM job's cores, not the node's)."""
     if hasattr(os, "sched_getaffinity"):
