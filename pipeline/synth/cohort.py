@@ -32,7 +32,7 @@ from pipeline.synth.ecg import ecg_params
 from pipeline.synth.encounters import Counters, assign_stay_ids, schedule_ecgs
 from pipeline.synth.labs import labevents_frame
 from pipeline.synth.physiology import simulate_stays, simulate_subjects
-from pipeline.synth.records import machine_measurements, record_list, write_records
+from pipeline.synth.records import WaveformWriter, machine_measurements, record_list
 from pipeline.synth.signatures import add_signatures
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,13 @@ def _chunks(total: int) -> list[tuple[int, int, int]]:
 
 
 def synthesize_cohort(
-    cfg: SynthConfig, mimic_iv: Path, mimic_iv_ed: Path, mimic_iv_ecg: Path, ground_truth: Path
+    cfg: SynthConfig,
+    mimic_iv: Path,
+    mimic_iv_ed: Path,
+    mimic_iv_ecg: Path,
+    ground_truth: Path,
+    *,
+    workers: int = 0,
 ) -> SynthSummary:
     """Write a synthetic MIMIC-IV / -ED / -ECG cohort and its latent ground truth.
 
@@ -189,6 +195,8 @@ def synthesize_cohort(
         mimic_iv, mimic_iv_ed, mimic_iv_ecg: dataset roots to (re)create.
         ground_truth: parquet file with one row per ECG: the latent state and the ECG
             generation parameters (the pipeline never reads it; tests do).
+        workers: processes writing the WFDB records while this one generates the tables
+            (0: all in this process). The bytes do not depend on it.
 
     Returns:
         Counts of subjects, stays, ECGs and rows per table.
@@ -207,7 +215,9 @@ def synthesize_cohort(
         (tmp[ECG] / "files").mkdir()  # exists even without waveforms (a rule output)
         sinks = {name: _Sink(spec.path(tmp[spec.dataset])) for name, spec in TABLES.items()}
         try:
-            gt = _generate(cfg, items, sinks, tmp[ECG], summary)
+            with WaveformWriter(tmp[ECG], workers if cfg.write_waveforms else 0) as records:
+                gt = _generate(cfg, items, sinks, records, summary)
+                summary.records_written = records.finish()
             sinks["d_labitems"].write(tables.d_labitems(items))
             sinks["d_icd_diagnoses"].write(tables.d_icd_diagnoses())
         finally:
@@ -229,7 +239,7 @@ def _generate(
     cfg: SynthConfig,
     items: list[LabItem],
     sinks: dict[str, _Sink],
-    ecg_root: Path,
+    records: WaveformWriter,
     summary: SynthSummary,
 ) -> pl.DataFrame:
     ctr = Counters()
@@ -274,7 +284,7 @@ def _generate(
         for name, df in out.items():
             sinks[name].write(df)
         if cfg.write_waveforms:
-            summary.records_written += write_records(rng, ecgs, params, ecg_root)
+            records.write(rng, ecgs, params)
         summary.subjects += subjects.height
         summary.stays += stays.height
         summary.admissions += out["admissions"].height

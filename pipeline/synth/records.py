@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -132,6 +136,59 @@ def write_records(
         out.parent.mkdir(parents=True, exist_ok=True)
         write_wfdb(out, sig.T, int(subject), _EPOCH + dt.timedelta(seconds=int(t)))
     return len(rows)
+
+
+class WaveformWriter:
+    """Writes each chunk's WFDB records, in this process (``workers`` 0) or in worker
+    processes while this one generates the next chunk's tables.
+
+    A chunk's records are the last draws of its stream, so a worker handed the stream's state
+    writes the same bytes (``tests/test_synth_schema.py``). At most ``2 x workers`` chunks wait,
+    which bounds memory at any scale. Use as a context manager; :meth:`finish` waits for all.
+    """
+
+    def __init__(self, root: Path, workers: int = 0) -> None:
+        self.root, self.workers, self.written = root, workers, 0
+        self._pool: ProcessPoolExecutor | None = None
+        self._pending: deque[Future[int]] = deque()
+        if workers > 0:  # spawn: the parent holds polars' thread pool, which fork would copy
+            self._pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+
+    def __enter__(self) -> WaveformWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def write(self, rng: np.random.Generator, ecgs: pl.DataFrame, params: pl.DataFrame) -> None:
+        """Write the records of one chunk; ``rng`` is left where the records leave it only
+        in-process (nothing draws from a chunk's stream after its records)."""
+        if self._pool is None:
+            self.written += write_records(rng, ecgs, params, self.root)
+            return
+        ecgs = ecgs.select("subject_id", "study_id", "ecg_time")
+        job = write_records_from, rng.bit_generator.state, ecgs, params, self.root
+        self._pending.append(self._pool.submit(*job))
+        while len(self._pending) > 2 * self.workers:
+            self.written += self._pending.popleft().result()
+
+    def finish(self) -> int:
+        """Wait for every chunk (a worker's error is raised here); the records written."""
+        while self._pending:
+            self.written += self._pending.popleft().result()
+        return self.written
+
+
+def write_records_from(
+    state: dict[str, Any], ecgs: pl.DataFrame, params: pl.DataFrame, root: Path
+) -> int:
+    """:func:`write_records` with a generator restored from ``state`` (``bit_generator.state``
+    of a :func:`numpy.random.default_rng` stream), so a worker process writes the very bytes
+    the generating process would have written at that point of its stream."""
+    bits = np.random.PCG64()
+    bits.state = state
+    return write_records(np.random.Generator(bits), ecgs, params, root)
 
 
 def write_wfdb(path: Path, d_signal: np.ndarray, subject_id: int, when: dt.datetime) -> None:

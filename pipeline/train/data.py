@@ -32,7 +32,14 @@ from typing import Literal, Protocol
 import numpy as np
 import polars as pl
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    SequentialSampler,
+    default_collate,
+)
 
 from pipeline.data.preprocessing import crop_starts
 from pipeline.data.tabular import TabularArrays
@@ -216,6 +223,25 @@ class _AtEpoch(Dataset[dict[str, np.ndarray]]):
         self.dataset.set_epoch(epoch)  # an attribute: cheaper than checking
         return self.dataset[i]
 
+    def __getitems__(self, keys: list[tuple[int, int]]) -> list[dict[str, np.ndarray]] | _Rows:
+        """A batch at once: stacked by the dataset's ``rows`` where it has one (cached
+        embeddings: one fancy index instead of a Python call and a stack per item)."""
+        rows = getattr(self.dataset, "rows", None)
+        if rows is None:
+            return [self[key] for key in keys]
+        self.dataset.set_epoch(keys[0][0])  # a batch lies within one pass
+        return _Rows(rows(np.fromiter((i for _, i in keys), np.int64, len(keys))))
+
+
+class _Rows(dict[str, np.ndarray]):
+    """A batch a dataset stacked itself (``rows``): its arrays become tensors as they are."""
+
+
+def _collate(data: list[dict[str, np.ndarray]] | _Rows) -> Batch:
+    if isinstance(data, _Rows):  # the same tensors default_collate stacks from the items
+        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in data.items()}
+    return default_collate(data)  # type: ignore[no-any-return]
+
 
 def _ignore_stop_signals(worker_id: int) -> None:
     """Workers leave SIGTERM / SIGINT to the training process.
@@ -317,6 +343,7 @@ class EpochLoader:
         self._loader: DataLoader[dict[str, np.ndarray]] = DataLoader(
             _AtEpoch(dataset),
             batch_sampler=_Pass(self),  # yields (epoch, i) keys
+            collate_fn=_collate,
             num_workers=workers,
             pin_memory=options.pin_memory,
             persistent_workers=workers > 0,

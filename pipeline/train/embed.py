@@ -18,7 +18,7 @@ from torch import nn
 from pipeline.data.tabular import TabularArrays
 from pipeline.logs import progress
 from pipeline.train.data import Batch, ECGDataset, EpochLoader, RecordStore, to_device
-from pipeline.train.predict import flatten_crops
+from pipeline.train.predict import eval_chunk, flatten_crops, forward_chunked
 
 # (module, batch with ecg (B', 12, C) and per-crop tabular rows) -> embeddings (B', D)
 EmbedFn = Callable[[nn.Module, Batch], torch.Tensor]
@@ -64,9 +64,10 @@ def embed_crops(
     encoder.eval()  # no dropout: the same crop always gives the same embedding
     out = []
     dev = torch.device(device)
+    chunk = eval_chunk(encoder, dev)
     for batch in progress(loader, desc=desc, total=len(loader), unit="batch"):
         flat, k = flatten_crops(to_device(batch, dev))
-        h = fn(encoder, flat).float()  # (B*K, D)
+        h = forward_chunked(fn, encoder, flat, chunk).float()  # (B*K, D)
         out.append(h.reshape(-1, k, h.shape[-1]).cpu().numpy())  # (B, K, D)
     encoder.train(was_training)
     if not out:
@@ -126,7 +127,11 @@ class CachedEmbeddings:
         return n * k if self.train else n
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        return {k: v[0] for k, v in self.rows(np.array([i])).items()}
+
+    def rows(self, index: np.ndarray) -> dict[str, np.ndarray]:
+        """Items ``index`` stacked: ``emb`` (B, D) or (B, K, D), ``target`` (B, T)."""
         if self.train:
-            r, c = divmod(i, self.emb.shape[1])
+            r, c = np.divmod(index, self.emb.shape[1])
             return {"emb": self.emb[r, c], "target": self.targets[r]}
-        return {"emb": self.emb[i], "target": self.targets[i]}
+        return {"emb": self.emb[index], "target": self.targets[index]}

@@ -27,7 +27,7 @@ if config["source"]["synthetic"]:
             bench_tsv("synthesize_cohort", _RUN)
         conda:
             "../envs/pipeline.yaml"
-        threads: 1
+        threads: 2  # one generates the tables, one writes the WFDB records (same bytes)
         resources:
             mem_mb=4000,
             runtime=30,
