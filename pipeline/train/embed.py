@@ -18,7 +18,7 @@ from torch import nn
 from pipeline.data.tabular import TabularArrays
 from pipeline.logs import progress
 from pipeline.train.data import Batch, ECGDataset, EpochLoader, RecordStore, to_device
-from pipeline.train.predict import eval_chunk, flatten_crops, forward_chunked
+from pipeline.train.predict import flatten_crops
 
 # (module, batch with ecg (B', 12, C) and per-crop tabular rows) -> embeddings (B', D)
 EmbedFn = Callable[[nn.Module, Batch], torch.Tensor]
@@ -64,10 +64,9 @@ def embed_crops(
     encoder.eval()  # no dropout: the same crop always gives the same embedding
     out = []
     dev = torch.device(device)
-    chunk = eval_chunk(encoder, dev)
     for batch in progress(loader, desc=desc, total=len(loader), unit="batch"):
         flat, k = flatten_crops(to_device(batch, dev))
-        h = forward_chunked(fn, encoder, flat, chunk).float()  # (B*K, D)
+        h = fn(encoder, flat).float()  # (B*K, D)
         out.append(h.reshape(-1, k, h.shape[-1]).cpu().numpy())  # (B, K, D)
     encoder.train(was_training)
     if not out:

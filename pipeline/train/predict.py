@@ -15,7 +15,6 @@ from torch import nn
 
 from pipeline.io import atomic_path
 from pipeline.metrics import auroc_per_label
-from pipeline.models.encoders import ECGEncoder
 from pipeline.train.data import Batch, EpochLoader, to_device
 
 # (model, batch with ecg (B', 12, C) and per-crop tabular rows) -> logits (B', K)
@@ -34,33 +33,6 @@ def flatten_crops(batch: Batch) -> tuple[Batch, int]:
     return flat, k
 
 
-# On a CPU an S4 layer's spectra, (rows, H, n) complex, fall out of the cache past ~64 x 64
-# rows x channels: one thread embedded a crop of the default encoder in 1.1 ms 64 crops at a
-# time vs 2.2 ms 256 at a time (the reference size: 34 ms 8 at a time vs 51 ms 64 at a time),
-# the outputs bit-identical. A GPU wants the whole batch.
-CPU_ROWS_X_WIDTH = 64 * 64
-
-
-def eval_chunk(model: nn.Module, device: torch.device) -> int | None:
-    """Crops per forward pass of ``model`` in evaluation on ``device`` (None: the whole batch)."""
-    if device.type != "cpu":
-        return None
-    widths = (m.config["d_model"] for m in model.modules() if isinstance(m, ECGEncoder))
-    return max(1, CPU_ROWS_X_WIDTH // next(widths, 64))
-
-
-def forward_chunked(
-    forward: ForwardFn, model: nn.Module, flat: Batch, chunk: int | None
-) -> torch.Tensor:
-    """``forward(model, flat)`` over ``chunk`` crops at a time (rows are independent in
-    evaluation: no dropout, batch norm on its running statistics)."""
-    n = len(flat["ecg"])
-    if chunk is None or n <= chunk:
-        return forward(model, flat)
-    parts = [{k: v[i : i + chunk] for k, v in flat.items()} for i in range(0, n, chunk)]
-    return torch.cat([forward(model, part) for part in parts])
-
-
 @torch.no_grad()
 def predict_probs(
     model: nn.Module,
@@ -76,10 +48,10 @@ def predict_probs(
     """
     was_training = model.training
     model.eval()
-    out, chunk = [], eval_chunk(model, device)
+    out = []
     for batch in loader:
         flat, k = flatten_crops(to_device(batch, device))
-        prob = forward_chunked(forward, model, flat, chunk).float()  # (B*K, n_out)
+        prob = forward(model, flat).float()  # (B*K, n_out)
         prob = torch.sigmoid(prob) if sigmoid else prob
         out.append(prob.reshape(-1, k, prob.shape[-1]).mean(dim=1).cpu().numpy())  # (B, n_out)
     model.train(was_training)

@@ -27,7 +27,7 @@ if config["source"]["synthetic"]:
             bench_tsv("synthesize_cohort", _RUN)
         conda:
             "../envs/pipeline.yaml"
-        threads: 2  # one generates the tables, one writes the WFDB records (same bytes)
+        threads: 2  # WFDB record writers, a chunk of 400 patients each (same bytes)
         resources:
             mem_mb=4000,
             runtime=30,
