@@ -143,7 +143,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
 def test_record_writers_in_worker_processes_give_the_same_bytes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The rule writes the WFDB records in a worker beside the table generator: every file,
+    """The rule writes the WFDB records in worker processes beside the table generator: every file,
     records and tables, is byte-identical to writing them all in one process."""
     import pipeline.synth.cohort as cohort_module
 

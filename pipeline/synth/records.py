@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import deque
+from collections.abc import Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -151,7 +152,7 @@ class WaveformWriter:
         self.root, self.workers, self.written = root, workers, 0
         self._pool: ProcessPoolExecutor | None = None
         self._pending: deque[Future[int]] = deque()
-        if workers > 0:  # spawn: the parent holds polars' thread pool, which fork would copy
+        if workers > 0:  # spawn: a forked child gets polars' pool without its threads (hangs)
             self._pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
 
     def __enter__(self) -> WaveformWriter:
@@ -168,8 +169,8 @@ class WaveformWriter:
             self.written += write_records(rng, ecgs, params, self.root)
             return
         ecgs = ecgs.select("subject_id", "study_id", "ecg_time")
-        job = write_records_from, rng.bit_generator.state, ecgs, params, self.root
-        self._pending.append(self._pool.submit(*job))
+        state = rng.bit_generator.state
+        self._pending.append(self._pool.submit(write_records_from, state, ecgs, params, self.root))
         while len(self._pending) > 2 * self.workers:
             self.written += self._pending.popleft().result()
 
@@ -181,13 +182,13 @@ class WaveformWriter:
 
 
 def write_records_from(
-    state: dict[str, Any], ecgs: pl.DataFrame, params: pl.DataFrame, root: Path
+    state: Mapping[str, Any], ecgs: pl.DataFrame, params: pl.DataFrame, root: Path
 ) -> int:
     """:func:`write_records` with a generator restored from ``state`` (``bit_generator.state``
     of a :func:`numpy.random.default_rng` stream), so a worker process writes the very bytes
     the generating process would have written at that point of its stream."""
     bits = np.random.PCG64()
-    bits.state = state
+    bits.state = state  # type: ignore[assignment]  # numpy types it as its TypedDict
     return write_records(np.random.Generator(bits), ecgs, params, root)
 
 

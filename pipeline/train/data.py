@@ -240,7 +240,8 @@ class _Rows(dict[str, np.ndarray]):
 def _collate(data: list[dict[str, np.ndarray]] | _Rows) -> Batch:
     if isinstance(data, _Rows):  # the same tensors default_collate stacks from the items
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in data.items()}
-    return default_collate(data)  # type: ignore[no-any-return]
+    batch: Batch = default_collate(data)
+    return batch
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
