@@ -136,12 +136,13 @@ def probe_value(
     yt, yv, ys = f(yt), f(yv), f(ys)
     if np.ptp(yt) == 0:
         return _skipped("skipped: constant in training", len(yt), len(ys), transform)
-    best, model = float(alphas[0]), None
     if len(yv) >= 2:
         fits = [Ridge(alpha=a).fit(xt, yt) for a in alphas]
         i = int(np.nanargmax(np.nan_to_num([r2(yv, m.predict(xv)) for m in fits], nan=-np.inf)))
-        best, model = float(alphas[i]), fits[i]  # the chosen fit itself: refitting repeats it
-    pred = (model or Ridge(alpha=best).fit(xt, yt)).predict(xs)
+        model = fits[i]  # the chosen fit itself: a refit would repeat it
+    else:  # no validation to choose on: the first alpha
+        i, model = 0, Ridge(alpha=alphas[0]).fit(xt, yt)
+    best, pred = float(alphas[i]), model.predict(xs)
     boot = bootstrap_r2(ys, pred, n_bootstrap, seed)
     return ProbeScore(
         percentile_interval(r2(ys, pred), boot), boot, best, transform, len(yt), len(ys), "ok"
@@ -170,13 +171,15 @@ def probe_flag(
         )
     if len(np.unique(ys)) < 2:
         return _skipped("skipped: test records lack a class", len(yt), len(ys))
-    best, model = float(cs[len(cs) // 2]), None
     if len(np.unique(yv)) == 2:
         fits = [_logistic(xt, yt, c) for c in cs]
         val = [_auroc(yv, m.predict_proba(xv)[:, 1]) for m in fits]
         i = int(np.nanargmax(np.nan_to_num(val, nan=-np.inf)))
-        best, model = float(cs[i]), fits[i]  # the chosen fit itself: refitting repeats it
-    prob = (model or _logistic(xt, yt, best)).predict_proba(xs)[:, 1]
+        model = fits[i]  # the chosen fit itself: a refit would repeat it
+    else:  # validation lacks a class: the middle C
+        i = len(cs) // 2
+        model = _logistic(xt, yt, cs[i])
+    best, prob = float(cs[i]), model.predict_proba(xs)[:, 1]
     boot = bootstrap_auroc(ys[:, None], prob[:, None], n_bootstrap, seed, np.array([0]))[:, 0]
     return ProbeScore(
         percentile_interval(_auroc(ys, prob), boot), boot, best, "none", len(yt), len(ys), "ok"

@@ -163,8 +163,8 @@ class WaveformWriter:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
     def write(self, rng: np.random.Generator, ecgs: pl.DataFrame, params: pl.DataFrame) -> None:
-        """Write the records of one chunk; ``rng`` is left where the records leave it only
-        in-process (nothing draws from a chunk's stream after its records)."""
+        """Write one chunk's records, the last draws of its stream ``rng`` (a worker gets
+        the stream's state, so ``rng`` itself is left where it was)."""
         if self._pool is None:
             self.written += write_records(rng, ecgs, params, self.root)
             return

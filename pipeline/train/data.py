@@ -223,22 +223,20 @@ class _AtEpoch(Dataset[dict[str, np.ndarray]]):
         self.dataset.set_epoch(epoch)  # an attribute: cheaper than checking
         return self.dataset[i]
 
-    def __getitems__(self, keys: list[tuple[int, int]]) -> list[dict[str, np.ndarray]] | _Rows:
-        """A batch at once: stacked by the dataset's ``rows`` where it has one (cached
-        embeddings: one fancy index instead of a Python call and a stack per item)."""
+    def __getitems__(
+        self, keys: list[tuple[int, int]]
+    ) -> list[dict[str, np.ndarray]] | dict[str, np.ndarray]:
+        """A batch at once: the items, or the batch the dataset's ``rows`` stacks itself
+        where it has one (cached embeddings: one fancy index, not a call and a stack per item)."""
         rows = getattr(self.dataset, "rows", None)
         if rows is None:
             return [self[key] for key in keys]
         self.dataset.set_epoch(keys[0][0])  # a batch lies within one pass
-        return _Rows(rows(np.fromiter((i for _, i in keys), np.int64, len(keys))))
+        return dict(rows(np.fromiter((i for _, i in keys), np.int64, len(keys))))
 
 
-class _Rows(dict[str, np.ndarray]):
-    """A batch a dataset stacked itself (``rows``): its arrays become tensors as they are."""
-
-
-def _collate(data: list[dict[str, np.ndarray]] | _Rows) -> Batch:
-    if isinstance(data, _Rows):  # the same tensors default_collate stacks from the items
+def _collate(data: list[dict[str, np.ndarray]] | dict[str, np.ndarray]) -> Batch:
+    if isinstance(data, dict):  # stacked by ``rows``: the tensors default_collate would stack
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in data.items()}
     batch: Batch = default_collate(data)
     return batch
