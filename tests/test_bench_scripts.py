@@ -107,3 +107,19 @@ def test_train_rate_bench_compares_bf16_with_fp32() -> None:
     ], proc.stdout
     assert all(float(rate) > 0 for _, _, rate, _ in rows)
     assert [float(x) for p, _, _, x in rows if p == "fp32"] == [1.0, 1.0, 1.0]  # the baseline
+
+
+def test_head_feed_bench_compares_stacked_rows_with_per_item_collation() -> None:
+    args = ["--records", "300", "--labels", "5", "--batch", "64", "--repeats", "1"]
+    proc = subprocess.run(
+        [sys.executable, "bench/head_feed.py", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("18 batches of 64 (record, crop) rows per epoch"), proc.stdout
+    for label in ("item by item (before)", "stacked rows (now)", "head steps, for scale"):
+        assert re.search(rf"{re.escape(label)}: +[\d.]+ ms per epoch", proc.stdout), label
+    assert re.search(r"feed speed-up: +[\d.]+x", proc.stdout)
